@@ -1,0 +1,168 @@
+"""Modulated deformable convolution (DCNv2) with two interchangeable backends.
+
+- ``"torchvision"``: ``torchvision.ops.deform_conv2d`` (compiled CPU and CUDA kernels).
+- ``"torch"``: a pure-PyTorch version built on bilinear ``grid_sample`` + ``einsum``; it runs wherever
+  PyTorch runs, exports with ``torch.export``/ONNX, and on CPU it is faster than torchvision's kernel
+  (see ``Testing/benchmarks/bench_deform_conv.py``).
+
+``"auto"`` picks per device: torchvision's kernel on CUDA when it is installed, the pure-PyTorch
+version otherwise. Offsets follow torchvision's layout: channel ``2*(g*K + k)`` is the y offset and
+``2*(g*K + k) + 1`` the x offset of kernel tap ``k`` in offset group ``g``; the mask has ``G*K`` channels.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BACKENDS = ("auto", "torch", "torchvision")
+IntPair = Union[int, Tuple[int, int]]
+
+
+@lru_cache(maxsize=1)
+def torchvision_deform_conv2d():
+    """torchvision's deform_conv2d, or None when torchvision is missing or broken."""
+    try:
+        from torchvision.ops import deform_conv2d
+    except Exception:  # a torchvision built for another torch fails with RuntimeError, not ImportError
+        return None
+    return deform_conv2d
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The concrete backend ("torch" or "torchvision") to use for `backend` on `device`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown deformable-convolution backend {backend!r}; choose one of {BACKENDS}.")
+    available = torchvision_deform_conv2d() is not None
+    if backend == "torchvision":
+        if not available:
+            raise RuntimeError(
+                "The torchvision deformable-convolution backend was requested but torchvision cannot be "
+                "imported. Install a torchvision matching your torch (pip install torchvision) or use "
+                "backend='torch'."
+            )
+        return "torchvision"
+    if backend == "auto" and available and device.type == "cuda":
+        return "torchvision"
+    return "torch"
+
+
+def _pair(value: IntPair) -> Tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def deform_conv2d_torch(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Pure-PyTorch modulated deformable convolution with torchvision's semantics (groups=1)."""
+    n, c, h, w = x.shape
+    out_channels, c_w, kh, kw = weight.shape
+    if c_w != c:
+        raise ValueError(f"weight expects {c_w} input channels, got {c} (grouped convolution is not supported)")
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    taps = kh * kw
+    groups = offset.shape[1] // (2 * taps)
+    out_h, out_w = offset.shape[-2:]
+    dtype = x.dtype
+
+    # Sampling positions in input pixel coordinates, shape (N, G, K, Ho, Wo) for y and x.
+    base_y = (torch.arange(out_h, device=x.device, dtype=dtype) * sh - ph).view(1, 1, 1, out_h, 1)
+    base_x = (torch.arange(out_w, device=x.device, dtype=dtype) * sw - pw).view(1, 1, 1, 1, out_w)
+    tap_y = (torch.arange(kh, device=x.device, dtype=dtype) * dh).repeat_interleave(kw).view(1, 1, taps, 1, 1)
+    tap_x = (torch.arange(kw, device=x.device, dtype=dtype) * dw).repeat(kh).view(1, 1, taps, 1, 1)
+    offset = offset.view(n, groups, taps, 2, out_h, out_w)
+    pos_y = base_y + tap_y + offset[:, :, :, 0]
+    pos_x = base_x + tap_x + offset[:, :, :, 1]
+
+    # grid_sample with align_corners=False maps pixel p to (2p + 1) / size - 1; zero padding outside the
+    # image reproduces torchvision's bilinear interpolation, which treats out-of-range neighbours as 0.
+    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
+    grid = grid.view(n * groups, taps * out_h, out_w, 2)
+    sampled = F.grid_sample(
+        x.reshape(n * groups, c // groups, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    ).view(n, groups, c // groups, taps, out_h, out_w)
+    if mask is not None:
+        sampled = sampled * mask.view(n, groups, 1, taps, out_h, out_w)
+    columns = sampled.reshape(n, c, taps, out_h, out_w)
+    out = torch.einsum("nckhw,ock->nohw", columns, weight.reshape(out_channels, c, taps))
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+def deform_conv2d(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    mask: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Modulated deformable convolution, dispatched to the backend chosen for `x`'s device."""
+    if resolve_backend(backend, x.device) == "torchvision":
+        kernel = torchvision_deform_conv2d()
+        return kernel(x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)
+    return deform_conv2d_torch(x, offset, weight, bias, stride, padding, dilation, mask)
+
+
+class ModulatedDeformConv2d(nn.Module):
+    """DCNv2 layer: a plain conv predicts per-tap offsets and sigmoid masks from the input itself.
+
+    The offset/mask predictor starts at zero, so the layer starts as an ordinary convolution with
+    masks 0.5 and learns where to look (as in Zhu et al., "Deformable ConvNets v2", 2019).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        padding: int = 1,
+        dilation: int = 1,
+        offset_groups: int = 1,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown deformable-convolution backend {backend!r}; choose one of {BACKENDS}.")
+        if in_channels % offset_groups:
+            raise ValueError(f"in_channels={in_channels} is not divisible by offset_groups={offset_groups}")
+        self.padding = padding
+        self.dilation = dilation
+        self.backend = backend
+        taps = kernel_size * kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.offset_mask = nn.Conv2d(
+            in_channels, 3 * offset_groups * taps, kernel_size, padding=padding, dilation=dilation
+        )
+        self._offset_channels = 2 * offset_groups * taps
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.offset_mask.weight)
+        nn.init.zeros_(self.offset_mask.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset_mask = self.offset_mask(x)
+        offset = offset_mask[:, : self._offset_channels]
+        mask = torch.sigmoid(offset_mask[:, self._offset_channels :])
+        return deform_conv2d(
+            x, offset, self.weight, self.bias, padding=self.padding, dilation=self.dilation, mask=mask,
+            backend=self.backend,
+        )

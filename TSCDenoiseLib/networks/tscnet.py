@@ -1,0 +1,140 @@
+"""TSC-Net: the encoder/decoder shared by the teacher and the student.
+
+The full text of Fu et al. ("Total-Body Low-Dose CT Image Denoising using Prior Knowledge Transfer
+Technique with Contrastive Regularization Mechanism") is not public, so this is a reconstruction from
+what is published about it and from AECR-Net (Wu et al., CVPR 2021), on which it builds:
+
+    7x7 stem (C) -> stride-2 conv (2C) -> stride-2 conv (4C) -> N attention blocks -> M DEMs
+    -> adaptive mixup with the 4C skip -> transposed conv (2C) -> adaptive mixup with the 2C skip
+    -> transposed conv (C) -> 7x7 conv to 1 channel.
+
+It works on axial slices normalised to [0, 1] and learns the residual: the last conv predicts the
+noise and the output is ``input - noise``. Teacher and student are two instances of this class with
+the same config; `forward_features` exposes the intermediate features used for knowledge transfer,
+and `encode` the first five of them (the latent space of the contrastive regularization).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import AttentionBlock
+from .dem import DynamicEnhancementModule
+
+FEATURE_NAMES = ("stem", "down1", "down2", "attention", "dem", "up1", "up2")
+ENCODER_FEATURE_NAMES = FEATURE_NAMES[:5]
+SIZE_MULTIPLE = 4  # two stride-2 stages
+
+
+class AdaptiveMixup(nn.Module):
+    """sigmoid(theta) * skip + (1 - sigmoid(theta)) * decoded, with theta learned."""
+
+    def __init__(self, init: float) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, skip: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        weight = torch.sigmoid(self.theta)
+        return weight * skip + (1 - weight) * decoded
+
+
+class TSCNet(nn.Module):
+    """TSC-Net denoiser for 1-channel CT slices in [0, 1]; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        base_channels: int = 32,
+        num_attention_blocks: int = 6,
+        num_dems: int = 2,
+        attention_reduction: int = 8,
+        offset_groups: int = 1,
+        residual: bool = True,
+        dcn_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if min(in_channels, base_channels, num_attention_blocks + 1, num_dems + 1, attention_reduction) < 1:
+            raise ValueError("TSCNet sizes must be positive (blocks and DEMs may be 0).")
+        self._config = dict(
+            in_channels=in_channels,
+            base_channels=base_channels,
+            num_attention_blocks=num_attention_blocks,
+            num_dems=num_dems,
+            attention_reduction=attention_reduction,
+            offset_groups=offset_groups,
+            residual=residual,
+        )
+        c = base_channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 7, padding=3, padding_mode="replicate"), nn.ReLU(True))
+        self.down1 = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(True))
+        self.down2 = nn.Sequential(nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), nn.ReLU(True))
+        self.attention = nn.Sequential(*(AttentionBlock(4 * c, attention_reduction) for _ in range(num_attention_blocks)))
+        self.dems = nn.Sequential(
+            *(DynamicEnhancementModule(4 * c, attention_reduction, offset_groups, dcn_backend) for _ in range(num_dems))
+        )
+        self.mix1 = AdaptiveMixup(-1.0)
+        self.up1 = nn.Sequential(nn.ConvTranspose2d(4 * c, 2 * c, 3, stride=2, padding=1, output_padding=1), nn.ReLU(True))
+        self.mix2 = AdaptiveMixup(-0.6)
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * c, c, 3, stride=2, padding=1, output_padding=1), nn.ReLU(True))
+        self.head = nn.Conv2d(c, in_channels, 7, padding=3, padding_mode="replicate")
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The architecture settings: `TSCNet(**net.config)` builds the same network."""
+        return dict(self._config)
+
+    @property
+    def feature_names(self) -> Tuple[str, ...]:
+        """Names of the features `forward_features` returns, in order."""
+        return FEATURE_NAMES
+
+    def set_dcn_backend(self, backend: str) -> None:
+        """Switch every deformable convolution to "auto", "torch" or "torchvision" (weights unchanged)."""
+        for dem in self.dems:
+            dem.deform_conv.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Denoised slices, same shape as `x` (N, C, H, W)."""
+        return self._run(x, keep_features=False)[0]
+
+    def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """The denoised slices and the intermediate features named in `feature_names`."""
+        return self._run(x, keep_features=True)
+
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The encoder features (stem, down1, down2, attention, dem): the contrastive latent space."""
+        return self._encode(pad_to_multiple(x)[0], keep_stem=True)
+
+    def _encode(self, padded: torch.Tensor, keep_stem: bool) -> List[Optional[torch.Tensor]]:
+        stem = self.stem(padded)
+        down1 = self.down1(stem)
+        if not keep_stem:
+            stem = None  # not a skip connection: free the largest activation early at inference
+        down2 = self.down2(down1)
+        attended = self.attention(down2)
+        return [stem, down1, down2, attended, self.dems(attended)]
+
+    def _run(self, x: torch.Tensor, keep_features: bool) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        padded, (h, w) = pad_to_multiple(x)
+        features = self._encode(padded, keep_stem=keep_features)
+        _, down1, down2, _, enhanced = features
+        up1 = self.up1(self.mix1(down2, enhanced))
+        up2 = self.up2(self.mix2(down1, up1))
+        out = self.head(up2)
+        image = (padded - out if self._config["residual"] else out)[..., :h, :w]
+        return image, (features + [up1, up2] if keep_features else [])
+
+
+def pad_to_multiple(x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Replicate-pad height and width up to a multiple of SIZE_MULTIPLE; return the original size."""
+    if x.dim() != 4:
+        raise ValueError(f"TSCNet expects (N, C, H, W) slices, got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x, (h, w)

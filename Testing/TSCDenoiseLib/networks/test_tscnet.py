@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from TSCDenoiseLib.networks import ENCODER_FEATURE_NAMES, FEATURE_NAMES, TSCNet
+
+
+@pytest.mark.parametrize("height,width", [(32, 32), (37, 53), (5, 3), (64, 30)])
+def test_output_has_input_shape_and_dtype_for_any_size(tiny_net, height, width):
+    x = torch.rand(2, 1, height, width)
+    with torch.no_grad():
+        y = tiny_net(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.isfinite(y).all()
+
+
+def test_forward_features_returns_the_image_and_named_features(tiny_net, tiny_config):
+    x = torch.rand(1, 1, 21, 30)
+    with torch.no_grad():
+        image, features = tiny_net.forward_features(x)
+        torch.testing.assert_close(image, tiny_net(x))
+    assert len(features) == len(tiny_net.feature_names) == len(FEATURE_NAMES)
+    c = tiny_config["base_channels"]
+    expected_channels = dict(stem=c, down1=2 * c, down2=4 * c, attention=4 * c, dem=4 * c, up1=2 * c, up2=c)
+    for name, feature in zip(FEATURE_NAMES, features):
+        assert feature.shape[1] == expected_channels[name], name
+    assert features[0].shape[-2:] == (24, 32)  # padded to a multiple of 4
+    assert features[2].shape[-2:] == (6, 8)
+
+
+def test_encode_equals_the_first_five_features(tiny_net):
+    x = torch.rand(2, 1, 16, 20)
+    with torch.no_grad():
+        _, features = tiny_net.forward_features(x)
+        encoded = tiny_net.encode(x)
+    assert len(encoded) == len(ENCODER_FEATURE_NAMES) == 5
+    for a, b in zip(encoded, features[:5]):
+        torch.testing.assert_close(a, b)
+
+
+def test_residual_learning_output_is_input_minus_predicted_noise(tiny_config):
+    torch.manual_seed(1)
+    net = TSCNet(**tiny_config)
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.zeros_(net.head.bias)
+    x = torch.rand(1, 1, 13, 14)
+    torch.testing.assert_close(net(x), x)  # zero predicted noise -> identity
+
+
+def test_teacher_and_student_share_architecture_but_not_weights(tiny_config):
+    torch.manual_seed(0)
+    teacher = TSCNet(**tiny_config)
+    student = TSCNet(**teacher.config)
+    assert teacher.config == student.config
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    assert list(t_state) == list(s_state)
+    assert all(t_state[k].shape == s_state[k].shape for k in t_state)
+    assert any(not torch.equal(t_state[k], s_state[k]) for k in t_state)
+    # no parameter object is shared: training the student leaves the teacher untouched
+    assert not {id(p) for p in teacher.parameters()} & {id(p) for p in student.parameters()}
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    student(torch.rand(1, 1, 16, 16)).mean().backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_config_rebuilds_an_identical_network(tiny_net):
+    clone = TSCNet(**tiny_net.config)
+    clone.load_state_dict(tiny_net.state_dict())
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), tiny_net(x))
+
+
+def test_config_values_change_the_architecture():
+    small = TSCNet(base_channels=4, num_attention_blocks=1, num_dems=0)
+    big = TSCNet(base_channels=4, num_attention_blocks=3, num_dems=2)
+    assert len(small.attention) == 1 and len(small.dems) == 0
+    assert len(big.attention) == 3 and len(big.dems) == 2
+    assert sum(p.numel() for p in big.parameters()) > sum(p.numel() for p in small.parameters())
+
+
+def test_dcn_backend_switch_keeps_the_output(tiny_net):
+    pytest.importorskip("torchvision")
+    torch.nn.init.normal_(tiny_net.dems[0].deform_conv.offset_mask.weight, std=0.3)
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        tiny_net.set_dcn_backend("torch")
+        a = tiny_net(x)
+        tiny_net.set_dcn_backend("torchvision")
+        b = tiny_net(x)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_rejects_non_4d_input(tiny_net):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        tiny_net(torch.rand(1, 16, 16))

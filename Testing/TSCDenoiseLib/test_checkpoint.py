@@ -1,0 +1,125 @@
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from TSCDenoiseLib.checkpoint import (
+    FORMAT_VERSION,
+    export_model,
+    load_exported,
+    load_model,
+    read_checkpoint,
+    save_model,
+)
+from TSCDenoiseLib.errors import CheckpointError, OutputExistsError
+from TSCDenoiseLib.intensity import HUWindow
+from TSCDenoiseLib.networks import TSCNet
+
+
+def test_round_trip_is_exact(tiny_net, tmp_path):
+    path = save_model(tiny_net, tmp_path / "student.pt", role="student", hu_window=(-1000, 2000), epoch=7)
+    loaded = load_model(path, device="cpu")
+    assert loaded.config == tiny_net.config
+    original = tiny_net.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, original[key]), key
+    assert loaded.hu_window == HUWindow(-1000, 2000)
+    assert loaded.role == "student" and loaded.checkpoint_metadata == {"epoch": 7}
+    assert not loaded.training
+    x = torch.rand(1, 1, 20, 20)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), tiny_net(x))
+
+
+def test_save_refuses_to_overwrite_unless_asked(tiny_net, tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        save_model(tiny_net, path)
+    assert path.read_bytes() == b"precious"
+    save_model(tiny_net, path, overwrite=True)
+    assert read_checkpoint(path)["format_version"] == FORMAT_VERSION
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
+
+
+class _Payload:
+    """Unpickling this would create a marker file: a stand-in for malicious code in a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused_without_running_it(tiny_net, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"format": "tscdenoise-checkpoint", "format_version": FORMAT_VERSION, "network": "TSCNet",
+               "config": tiny_net.config, "hu_window": [-1024, 3072], "role": "student",
+               "state_dict": tiny_net.state_dict(), "metadata": {"x": _Payload(str(marker))}}
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="Refusing to load"):
+        load_model(path, device="cpu")
+    assert not marker.exists()
+
+
+def test_corrupt_and_truncated_files_give_a_clear_error(tiny_net, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(256))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_model(garbage, device="cpu")
+    good = save_model(tiny_net, tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_model(truncated, device="cpu")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope.pt", device="cpu")
+
+
+def test_plain_state_dict_and_wrong_version_are_rejected(tiny_net, tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save(tiny_net.state_dict(), plain)
+    with pytest.raises(CheckpointError, match="not a TSCDenoise checkpoint"):
+        load_model(plain, device="cpu")
+    future = tmp_path / "future.pt"
+    payload = read_checkpoint(save_model(tiny_net, tmp_path / "now.pt"))
+    payload["format_version"] = FORMAT_VERSION + 1
+    torch.save(payload, future)
+    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}"):
+        load_model(future, device="cpu")
+
+
+def test_config_weights_mismatch_is_reported(tiny_net, tmp_path):
+    payload = read_checkpoint(save_model(tiny_net, tmp_path / "a.pt"))
+    payload["config"]["base_channels"] = 16
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save(payload, mismatched)
+    with pytest.raises(CheckpointError, match="do not match the network config"):
+        load_model(mismatched, device="cpu")
+
+
+def test_missing_default_weights_say_what_to_do(monkeypatch, tmp_path):
+    import TSCDenoiseLib.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_CANDIDATES", (tmp_path / "model.pt",))
+    with pytest.raises(checkpoint.DefaultModelMissingError, match="Pass the path of a checkpoint"):
+        load_model(None, device="cpu")
+    save_model(TSCNet(base_channels=4, num_attention_blocks=1, num_dems=1), tmp_path / "model.pt")
+    assert load_model(None, device="cpu").config["base_channels"] == 4
+
+
+def test_torch_export_gives_the_same_output_on_other_shapes(tiny_net, tmp_path):
+    torch.nn.init.normal_(tiny_net.dems[0].deform_conv.offset_mask.weight, std=0.3)
+    path = export_model(tiny_net, tmp_path / "model.pt2", example_shape=(2, 1, 32, 32))
+    exported = load_exported(path)
+    for shape in [(1, 1, 32, 32), (3, 1, 40, 24), (2, 1, 37, 29)]:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), tiny_net(x), atol=1e-5, rtol=1e-5)
+    assert tiny_net.dems[0].deform_conv.backend == "auto"  # export restored the runtime backend
+    with pytest.raises(OutputExistsError):
+        export_model(tiny_net, path)

@@ -1,0 +1,59 @@
+"""Timing and memory helpers shared by the benchmark scripts (not a test module)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from typing import Callable, Dict, List
+
+import psutil
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_medians(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
+    """Median wall time of each candidate, run alternately so that machine load hits all alike."""
+    for fn in candidates.values():  # warm-up
+        fn()
+    times: Dict[str, List[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+class PeakRSS:
+    """Samples this process's resident memory in a thread; `.peak_increase` after the block, in bytes."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.process = psutil.Process()
+        self.peak_increase = 0
+
+    def __enter__(self) -> "PeakRSS":
+        self.baseline = self.process.memory_info().rss
+        self._peak = self.baseline
+        self._running = True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self._running:
+            self._peak = max(self._peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._running = False
+        self._thread.join()
+        self._peak = max(self._peak, self.process.memory_info().rss)
+        self.peak_increase = self._peak - self.baseline
