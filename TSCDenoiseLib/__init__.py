@@ -24,7 +24,7 @@ _LAZY = {
     "denoise_volume": "inference",
     "load_model": "checkpoint",
     "save_model": "checkpoint",
-    "export_model": "checkpoint",
+    "export_model": "export",
     "backend_info": "backend",
     "HUWindow": "intensity",
 }

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
-from torch import nn
 
 from .device import resolve_device
-from .errors import CheckpointError, DefaultModelMissingError, OutputExistsError
+from .atomic import atomic_output_file
+from .errors import CheckpointError, DefaultModelMissingError
 from .intensity import HUWindow
 from .networks import TSCNet
-from .networks.tscnet import SIZE_MULTIPLE, pad_to_multiple
 from .version import __version__
 
 FORMAT_NAME = "tscdenoise-checkpoint"
@@ -48,9 +46,6 @@ def save_model(
     """Write `model` as a checkpoint file (atomically: temp file + rename); returns the path."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists already. Pass overwrite=True or choose another path.")
     window = HUWindow.from_any(hu_window if hu_window is not None else getattr(model, "hu_window", None))
     payload = {
         "format": FORMAT_NAME,
@@ -63,15 +58,9 @@ def save_model(
         "metadata": dict(metadata),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    path = Path(path)
+    with atomic_output_file(path, overwrite) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
@@ -152,73 +141,6 @@ def load_model(path: Optional[PathLike] = None, device: Union[str, torch.device]
     path = Path(path) if path is not None else default_model_path()
     model = model_from_checkpoint(read_checkpoint(path), source=str(path))
     return model.to(resolve_device(device)).eval()
-
-
-def export_model(
-    model: nn.Module,
-    path: PathLike,
-    example_shape: Sequence[int] = (1, 1, 64, 64),
-    overwrite: bool = False,
-) -> Path:
-    """Export with `torch.export` to a .pt2 file (dynamic batch; height and width any multiple of 4).
-
-    The exported graph uses the pure-PyTorch deformable convolution (standard ops only, no torchvision
-    needed to run it). `load_exported` pads other sizes, as the eager network does.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists already. Pass overwrite=True or choose another path.")
-    n, c, h, w = example_shape
-    example = torch.rand(n, c, -(-h // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-w // SIZE_MULTIPLE) * SIZE_MULTIPLE,
-                         device=next(model.parameters()).device)
-    # Symbolic shapes cannot prove that padding makes a size divisible by 4, so the graph takes sizes
-    # that are multiples of 4 already (the eager network's padding branch is then never taken).
-    dims = {
-        0: torch.export.Dim("batch", min=1, max=4096),
-        2: SIZE_MULTIPLE * torch.export.Dim("height_quarter", min=2, max=2048),
-        3: SIZE_MULTIPLE * torch.export.Dim("width_quarter", min=2, max=2048),
-    }
-    backends = _dcn_backends(model)
-    for module, _ in backends:
-        module.backend = "torch"
-    try:
-        program = torch.export.export(model.eval(), (example,), dynamic_shapes=(dims,))
-    finally:
-        for module, backend in backends:
-            module.backend = backend
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.export.save(program, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
-class PaddedExportedModel(nn.Module):
-    """An exported TSC-Net graph that accepts any height and width (replicate-pad, run, crop)."""
-
-    def __init__(self, graph: nn.Module) -> None:
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded, (h, w) = pad_to_multiple(x)
-        return self.graph(padded)[..., :h, :w]
-
-
-def load_exported(path: PathLike) -> nn.Module:
-    """Load a file written by `export_model` as a callable module for any slice size."""
-    return PaddedExportedModel(torch.export.load(str(path)).module())
-
-
-def _dcn_backends(model: nn.Module):
-    from .networks.deform_conv import ModulatedDeformConv2d
-
-    return [(m, m.backend) for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,14 +5,7 @@ import zipfile
 import pytest
 import torch
 
-from TSCDenoiseLib.checkpoint import (
-    FORMAT_VERSION,
-    export_model,
-    load_exported,
-    load_model,
-    read_checkpoint,
-    save_model,
-)
+from TSCDenoiseLib.checkpoint import FORMAT_VERSION, load_model, read_checkpoint, save_model
 from TSCDenoiseLib.errors import CheckpointError, OutputExistsError
 from TSCDenoiseLib.intensity import HUWindow
 from TSCDenoiseLib.networks import TSCNet
@@ -110,16 +103,3 @@ def test_missing_default_weights_say_what_to_do(monkeypatch, tmp_path):
         load_model(None, device="cpu")
     save_model(TSCNet(base_channels=4, num_attention_blocks=1, num_dems=1), tmp_path / "model.pt")
     assert load_model(None, device="cpu").config["base_channels"] == 4
-
-
-def test_torch_export_gives_the_same_output_on_other_shapes(tiny_net, tmp_path):
-    torch.nn.init.normal_(tiny_net.dems[0].deform_conv.offset_mask.weight, std=0.3)
-    path = export_model(tiny_net, tmp_path / "model.pt2", example_shape=(2, 1, 32, 32))
-    exported = load_exported(path)
-    for shape in [(1, 1, 32, 32), (3, 1, 40, 24), (2, 1, 37, 29)]:
-        x = torch.rand(*shape)
-        with torch.no_grad():
-            torch.testing.assert_close(exported(x), tiny_net(x), atol=1e-5, rtol=1e-5)
-    assert tiny_net.dems[0].deform_conv.backend == "auto"  # export restored the runtime backend
-    with pytest.raises(OutputExistsError):
-        export_model(tiny_net, path)
