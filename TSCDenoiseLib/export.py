@@ -32,13 +32,14 @@ def export_model(
     model: nn.Module,
     path: PathLike,
     format: str = "torch_export",
-    example_shape: Sequence[int] = (1, 1, 64, 64),
+    example_shape: Sequence[int] = (2, 1, 64, 64),
     overwrite: bool = False,
 ) -> Path:
     """Export `model` (eval mode; dynamic batch, height and width) to `path`, written atomically."""
     if format not in FORMATS:
         raise ExportError(f"Unknown export format {format!r}; choose one of {FORMATS}.")
     n, c, h, w = example_shape
+    n = max(n, 2)  # a batch of 1 would be specialised as a constant by the tracer
     example = torch.rand(n, c, _round_up(h), _round_up(w), device=next(model.parameters()).device)
     # Symbolic shapes cannot prove that padding makes a size divisible by 4, so the graph takes sizes
     # that are multiples of 4 already (the eager network's padding branch is then never taken).

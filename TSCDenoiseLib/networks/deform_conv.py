@@ -90,15 +90,18 @@ def deform_conv2d_torch(
 
     # grid_sample with align_corners=False maps pixel p to (2p + 1) / size - 1; zero padding outside the
     # image reproduces torchvision's bilinear interpolation, which treats out-of-range neighbours as 0.
-    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
-    grid = grid.view(n * groups, taps * out_h, out_w, 2)
-    sampled = F.grid_sample(
-        x.reshape(n * groups, c // groups, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-    ).view(n, groups, c // groups, taps, out_h, out_w)
-    if mask is not None:
-        sampled = sampled * mask.view(n, groups, 1, taps, out_h, out_w)
-    columns = sampled.reshape(n, c, taps, out_h, out_w)
-    out = torch.einsum("nckhw,ock->nohw", columns, weight.reshape(out_channels, c, taps))
+    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)  # (N, G, K, Ho, Wo, 2)
+    grouped = x.reshape(n * groups, c // groups, h, w)
+    weight_taps = weight.reshape(out_channels, c, taps)
+    out = None
+    # One tap at a time: the sampled columns of all taps at once would be K (=9) times the input's size.
+    for k in range(taps):
+        sampled = F.grid_sample(grouped, grid[:, :, k].reshape(n * groups, out_h, out_w, 2), mode="bilinear",
+                                padding_mode="zeros", align_corners=False)
+        if mask is not None:
+            sampled = sampled * mask.view(n * groups, taps, out_h, out_w)[:, k : k + 1]
+        contribution = torch.einsum("nchw,oc->nohw", sampled.view(n, c, out_h, out_w), weight_taps[:, :, k])
+        out = contribution if out is None else out + contribution
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out

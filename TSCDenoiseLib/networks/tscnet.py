@@ -12,6 +12,10 @@ It works on axial slices normalised to [0, 1] and learns the residual: the last 
 noise and the output is ``input - noise``. Teacher and student are two instances of this class with
 the same config; `forward_features` exposes the intermediate features used for knowledge transfer,
 and `encode` the first five of them (the latent space of the contrastive regularization).
+
+`residual=False` makes the head output the image itself, as AECR-Net does. A teacher trained
+NDCT -> NDCT with the residual path could learn to predict zero noise without learning anything about
+anatomy, so the training recipe decides per role (the parameters are the same either way).
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class TSCNet(nn.Module):
             residual=residual,
         )
         c = base_channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 7, padding=3, padding_mode="replicate"), nn.ReLU(True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 7, padding=3), nn.ReLU(True))
         self.down1 = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(True))
         self.down2 = nn.Sequential(nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), nn.ReLU(True))
         self.attention = nn.Sequential(*(AttentionBlock(4 * c, attention_reduction) for _ in range(num_attention_blocks)))
@@ -80,7 +84,7 @@ class TSCNet(nn.Module):
         self.up1 = nn.Sequential(nn.ConvTranspose2d(4 * c, 2 * c, 3, stride=2, padding=1, output_padding=1), nn.ReLU(True))
         self.mix2 = AdaptiveMixup(-0.6)
         self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * c, c, 3, stride=2, padding=1, output_padding=1), nn.ReLU(True))
-        self.head = nn.Conv2d(c, in_channels, 7, padding=3, padding_mode="replicate")
+        self.head = nn.Conv2d(c, in_channels, 7, padding=3)
 
     @property
     def config(self) -> Dict[str, Any]:
