@@ -30,6 +30,25 @@ from TSCDenoiseLib.networks import TSCNet
 SAMPLE_DATALIST = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "datalist.json"
 
 
+def phantom_entries(count: int, work_dir: Path, seed: int) -> list:
+    """``count`` procedural phantom volumes (2 torso : 1 head) with cached simulated quarter dose."""
+    from TSCDenoiseLib.data import presimulate_pairs
+    from TSCDenoiseLib.io import VolumeGeometry, write_ct
+    from TSCDenoiseLib.phantom import make_phantom
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index in range(count):
+        kind = "head" if index % 3 == 2 else "torso"
+        spacing = (1.0, 1.0, 5.0) if kind == "head" else (1.5, 1.5, 5.0)
+        path = work_dir / f"phantom_{kind}_{seed + index}.nii.gz"
+        if not path.exists():
+            volume = make_phantom((16, 256, 256), kind, spacing, seed=seed + index)
+            write_ct(volume, VolumeGeometry(spacing=spacing), path)
+        entries.append({"ndct": str(path)})
+    return presimulate_pairs(entries, work_dir / "ldct_cache", dose=0.25, seed=seed)
+
+
 def validation_rmse(model: TSCNet, entries: list) -> dict:
     """RMSE (HU) of the low-dose input and of the model's output against NDCT, over the validation volumes."""
     low, high, out = [], [], []
@@ -46,6 +65,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--datalist", default=str(SAMPLE_DATALIST))
     parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--phantoms", type=int, default=0, help="add this many procedural phantom volumes")
+    parser.add_argument("--phantom-dir", default="phantom-cache", help="where phantoms and their simulations are cached")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -59,7 +80,10 @@ def main() -> None:
     set_determinism(args.seed)
     window = HUWindow()
     datalist = read_datalist(args.datalist)
-    _, loader = training_loader(datalist["training"], window, patch_size=args.patch, samples_per_volume=args.batch,
+    entries = list(datalist["training"])
+    if args.phantoms:
+        entries += phantom_entries(args.phantoms, Path(args.phantom_dir), args.seed)
+    _, loader = training_loader(entries, window, patch_size=args.patch, samples_per_volume=args.batch,
                                 batch_size=1)
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
 
@@ -84,7 +108,8 @@ def main() -> None:
     scores = validation_rmse(model.eval(), datalist.get("validation", []))
     print(f"validation: LDCT RMSE {scores['ldct_rmse_hu']:.1f} HU -> model {scores['model_rmse_hu']:.1f} HU")
     save_model(model, args.out, role="student", hu_window=window, overwrite=args.overwrite,
-               recipe="interim: pixel L1 only (no KT, no CRM), bundled Cranium training slab, simulated quarter dose",
+               recipe="interim: pixel L1 only (no KT, no CRM), bundled Cranium training slab"
+               + (f" + {args.phantoms} procedural phantoms" if args.phantoms else "") + ", simulated quarter dose",
                steps=args.steps, batch=args.batch, patch=args.patch, seed=args.seed, lr=args.lr,
                train_seconds=round(train_seconds), **{k: round(v, 2) for k, v in scores.items()})
     print(f"saved {args.out}")
