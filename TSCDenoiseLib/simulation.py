@@ -27,6 +27,7 @@ where the added variance is >= 3x the existing one).
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -229,8 +230,6 @@ class LowDoseSimulator:
     """Simulates low-dose slices; reuse one instance for many slices of one size."""
 
     def __init__(self, params: LowDoseParameters | None = None, threads: int | None = None) -> None:
-        import os
-
         self.params = params or LowDoseParameters()
         self.threads = threads or min(4, os.cpu_count() or 1)
         self._projectors: dict[tuple, _Projector] = {}

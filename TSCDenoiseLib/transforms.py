@@ -30,6 +30,9 @@ from .intensity import HUWindow
 from .volume_checks import validate_ct_volume
 
 PAIR_KEYS = ("ldct", "ndct")
+# NIfTI through nibabel. For NRRD/MHA datalists pass reader="ITKReader" (needs `pip install itk`), or
+# convert with TSCDenoiseLib.io.write_ct. Naming the reader also keeps MONAI from probing every reader.
+DEFAULT_READER = "NibabelReader"
 
 
 def _source_name(image) -> str:
@@ -156,6 +159,7 @@ def training_transforms(
     samples_per_volume: int = 8,
     simulate: bool = False,
     dose_range: Sequence[float] = (0.25, 0.25),
+    reader: str = DEFAULT_READER,
 ) -> Compose:
     """Load a pair of volumes, check them, draw ``samples_per_volume`` paired 2D axial patches.
 
@@ -163,7 +167,7 @@ def training_transforms(
     """
     keys = ["ndct"] if simulate else list(PAIR_KEYS)
     steps = [
-        LoadImaged(keys=keys, image_only=True, ensure_channel_first=True),
+        LoadImaged(keys=keys, reader=reader, image_only=True, ensure_channel_first=True),
         EnsureCTd(keys=keys),
         RandSpatialCropSamplesd(keys=keys, roi_size=(-1, -1, 1), num_samples=samples_per_volume, random_size=False),
         SqueezeDimd(keys=keys, dim=-1),
@@ -181,10 +185,10 @@ def training_transforms(
     return Compose(steps)
 
 
-def volume_transforms(window=None, keys: Sequence[str] = PAIR_KEYS) -> Compose:
+def volume_transforms(window=None, keys: Sequence[str] = PAIR_KEYS, reader: str = DEFAULT_READER) -> Compose:
     """Load and check a pair of volumes, normalized (for validation and evaluation)."""
     return Compose([
-        LoadImaged(keys=list(keys), image_only=True, ensure_channel_first=True),
+        LoadImaged(keys=list(keys), reader=reader, image_only=True, ensure_channel_first=True),
         EnsureCTd(keys=list(keys)),
         NormalizeHUd(keys=list(keys), window=window),
         EnsureTyped(keys=list(keys), dtype=torch.float32),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-from typing import List, Sequence, Union
+from typing import List, Sequence
 
 import numpy as np
 import torch
