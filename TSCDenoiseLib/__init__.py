@@ -5,6 +5,7 @@ start-up) and parts that need no torch (e.g. I/O) work without it.
 """
 
 from importlib import import_module
+from importlib.util import find_spec
 from typing import Any
 
 from .errors import (
@@ -48,4 +49,7 @@ __all__ = sorted(
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+        # `TSCDenoiseLib.data...` after a bare `import TSCDenoiseLib` (as MONAI bundle configs write it)
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
+from torch import nn
 
 from .device import resolve_device
 from .atomic import atomic_output_file
 from .errors import CheckpointError, DefaultModelMissingError
 from .intensity import HUWindow
-from .networks import TSCNet
+from .networks import NETWORKS
 from .version import __version__
 
 FORMAT_NAME = "tscdenoise-checkpoint"
@@ -36,7 +37,7 @@ DEFAULT_MODEL_CANDIDATES = (
 
 
 def save_model(
-    model: TSCNet,
+    model: nn.Module,
     path: PathLike,
     role: str = "student",
     hu_window: Union[HUWindow, Sequence[float], None] = None,
@@ -46,6 +47,10 @@ def save_model(
     """Write `model` as a checkpoint file (atomically: temp file + rename); returns the path."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    if type(model).__name__ not in NETWORKS:
+        raise ValueError(f"save_model writes {', '.join(NETWORKS)} networks, not {type(model).__name__}.")
     window = HUWindow.from_any(hu_window if hu_window is not None else getattr(model, "hu_window", None))
     payload = {
         "format": FORMAT_NAME,
@@ -103,12 +108,15 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     return payload
 
 
-def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -> TSCNet:
+def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -> nn.Module:
     """Build the network a checkpoint dict describes and load its weights (strictly)."""
-    if payload["network"] != TSCNet.__name__:
-        raise CheckpointError(f"{source} holds a {payload['network']!r} network; this TSCDenoise builds TSCNet only.")
+    network_class = NETWORKS.get(payload["network"])
+    if network_class is None:
+        raise CheckpointError(
+            f"{source} holds a {payload['network']!r} network; this TSCDenoise builds {', '.join(NETWORKS)}."
+        )
     try:
-        model = TSCNet(**payload["config"])
+        model = network_class(**payload["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{source} has a network config this TSCDenoise cannot build: {exc}.") from None
     try:
@@ -136,7 +144,7 @@ def default_model_path() -> Path:
     )
 
 
-def load_model(path: Optional[PathLike] = None, device: Union[str, torch.device] = "auto") -> TSCNet:
+def load_model(path: Optional[PathLike] = None, device: Union[str, torch.device] = "auto") -> nn.Module:
     """Load a checkpoint (default: the bundled weights) in eval mode on `device`."""
     path = Path(path) if path is not None else default_model_path()
     model = model_from_checkpoint(read_checkpoint(path), source=str(path))

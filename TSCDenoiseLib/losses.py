@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError
+from .networks.tscnet import ENCODER_FEATURE_NAMES
 
 Encoder = Callable[[torch.Tensor], List[torch.Tensor]]
 DEFAULT_CR_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
@@ -74,11 +75,21 @@ class ContrastiveRegularization(nn.Module):
         self.distance = _distance_fn(distance)
         self.eps = eps
 
-    def forward(self, restored: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        """`restored` the student's output, `positive` the NDCT target, `negative` the LDCT input."""
+    def forward(
+        self,
+        restored: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        positive_latent: Optional[Sequence[torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """`restored` the student's output, `positive` the NDCT target, `negative` the LDCT input.
+
+        `positive_latent` may pass the encoder's features of `positive` when the caller has them already.
+        """
         restored_latent = self.encoder(restored)
         with torch.no_grad():
-            positive_latent = self.encoder(positive)
+            if positive_latent is None:
+                positive_latent = self.encoder(positive)
             negative_latent = self.encoder(negative)
         if len(restored_latent) != len(self.weights):
             raise ValueError(f"{len(self.weights)} CRM weights given for {len(restored_latent)} encoder features.")
@@ -94,7 +105,7 @@ class TSCStudentLoss(nn.Module):
 
     def __init__(
         self,
-        teacher: nn.Module,
+        teacher: Optional[nn.Module],
         lambda_kt: float = 1.0,
         lambda_cr: float = 0.1,
         kt_distance: str = "l1",
@@ -104,17 +115,30 @@ class TSCStudentLoss(nn.Module):
         cr_encoder: Optional[Encoder] = None,
     ) -> None:
         super().__init__()
-        teacher.requires_grad_(False)
-        # Not registered as a submodule: the loss must not own (or save, or move) the teacher's weights.
-        self._teacher = [teacher]
         self.lambda_kt = float(lambda_kt)
         self.lambda_cr = float(lambda_cr)
+        if teacher is None and (self.lambda_kt or (self.lambda_cr and cr_encoder is None)):
+            raise ValueError(
+                "TSCStudentLoss needs the trained teacher for knowledge transfer and for the default contrastive "
+                "latent space; pass it, or set lambda_kt = lambda_cr = 0 (the pixel-loss-only ablation)."
+            )
+        if teacher is not None:
+            teacher.requires_grad_(False)
+        # Not registered as a submodule: the loss must not own (or save, or move) the teacher's weights.
+        self._teacher = [teacher]
         self.knowledge_transfer = KnowledgeTransferLoss(kt_distance, kt_weights)
-        self.contrastive = ContrastiveRegularization(cr_encoder or teacher.encode, cr_weights, cr_distance)
+        self.contrastive = None
+        if self.lambda_cr:
+            self.contrastive = ContrastiveRegularization(cr_encoder or teacher.encode, cr_weights, cr_distance)
 
     @property
-    def teacher(self) -> nn.Module:
+    def teacher(self) -> Optional[nn.Module]:
         return self._teacher[0]
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether `forward` uses the student's intermediate features (knowledge transfer is on)."""
+        return bool(self.lambda_kt)
 
     def forward(
         self,
@@ -127,14 +151,17 @@ class TSCStudentLoss(nn.Module):
         pixel = F.l1_loss(restored, ndct)
         terms = {"pixel": pixel}
         total = pixel
+        teacher_encoding = None
         if self.lambda_kt:
             with torch.no_grad():
                 # The teacher learned NDCT -> NDCT: its features of the clean image are the target.
                 _, teacher_features = self.teacher.forward_features(ndct)
             terms["kt"] = self.knowledge_transfer(student_features, teacher_features)
             total = total + self.lambda_kt * terms["kt"]
+            if self.contrastive is not None and self.contrastive.encoder == self.teacher.encode:
+                teacher_encoding = teacher_features[: len(ENCODER_FEATURE_NAMES)]  # = teacher.encode(ndct)
         if self.lambda_cr:
-            terms["cr"] = self.contrastive(restored, ndct, ldct)
+            terms["cr"] = self.contrastive(restored, ndct, ldct, positive_latent=teacher_encoding)
             total = total + self.lambda_cr * terms["cr"]
         terms["loss"] = total
         return terms

@@ -41,3 +41,27 @@ def flat_soft_tissue_mask(reference: np.ndarray, low: float = -150.0, high: floa
         for shift in range(1, margin + 1):
             flat &= np.roll(inside, shift, axis=axis) & np.roll(inside, -shift, axis=axis)
     return flat
+
+
+def ssim(image: np.ndarray, reference: np.ndarray, window: Tuple[float, float] = SOFT_TISSUE_WINDOW) -> float:
+    """Mean 2D SSIM over axial slices after clipping both to `window` (data range = its width).
+
+    MONAI's ``SSIMMetric`` (Gaussian 11x11, sigma 1.5, k1 0.01, k2 0.03); needs the [train] extra.
+    """
+    import torch
+    from monai.metrics import SSIMMetric
+
+    low, high = window
+
+    def slices(volume: np.ndarray) -> torch.Tensor:
+        clipped = (np.clip(volume.astype(np.float32), low, high) - low) / (high - low)
+        return torch.from_numpy(clipped.reshape(-1, 1, *clipped.shape[-2:]))
+
+    scores = SSIMMetric(spatial_dims=2, data_range=1.0)(slices(image), slices(reference))
+    return float(scores.mean())
+
+
+def hu_bias(image: np.ndarray, reference: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
+    """Mean of (image - reference) in HU (over `mask` if given): a shift of CT numbers."""
+    diff = image.astype(np.float64) - reference.astype(np.float64)
+    return float(np.mean(_masked(diff, mask)))

@@ -101,8 +101,13 @@ class TSCNet(nn.Module):
         for dem in self.dems:
             dem.deform_conv.backend = backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Denoised slices, same shape as `x` (N, C, H, W)."""
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Denoised slices, same shape as `x` (N, C, H, W); with `return_features`, as `forward_features`.
+
+        The flag lets a DistributedDataParallel wrapper (which only hooks `forward`) train on features.
+        """
+        if return_features:
+            return self._run(x, keep_features=True)
         return self._run(x, keep_features=False)[0]
 
     def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:

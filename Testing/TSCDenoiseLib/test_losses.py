@@ -119,3 +119,14 @@ def test_vgg_encoder_loads_local_weights_and_gives_five_taps(tmp_path):
     torch.save(torchvision.models.vgg19(weights=None).features.state_dict(), path)
     taps = VGG19Features(path)(torch.rand(1, 1, 32, 32))
     assert [t.shape[1] for t in taps] == [64, 128, 256, 512, 512]
+
+
+def test_student_loss_reuses_the_teachers_clean_features_as_the_crm_positive(tiny_config):
+    torch.manual_seed(0)
+    teacher, student = TSCNet(**{**tiny_config, "residual": False}), TSCNet(**tiny_config)
+    ndct = torch.rand(2, 1, 16, 16)
+    ldct = ndct + 0.05 * torch.randn_like(ndct)
+    restored, features = student.forward_features(ldct)
+    terms = TSCStudentLoss(teacher, lambda_kt=1.0, lambda_cr=1.0)(restored, features, ldct, ndct)
+    direct = ContrastiveRegularization(teacher.encode)(restored, ndct, ldct)  # encodes the positive itself
+    torch.testing.assert_close(terms["cr"], direct)

@@ -1,0 +1,89 @@
+"""Classical baseline, evaluation report, and the file-to-file pipeline, on the bundled sample data."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("monai")
+
+from TSCDenoiseLib.classical import anisotropic_diffusion, tune_anisotropic_diffusion  # noqa: E402
+from TSCDenoiseLib.demo import SAMPLE_DATA_DIR  # noqa: E402
+from TSCDenoiseLib.errors import InvalidInputError  # noqa: E402
+from TSCDenoiseLib.evaluation import LOW_DOSE_NAME, evaluate_models, score  # noqa: E402
+from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct  # noqa: E402
+from TSCDenoiseLib.metrics import psnr, rmse  # noqa: E402
+
+DATALIST = SAMPLE_DATA_DIR / "datalist.json"
+
+
+def noisy_water(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    clean = np.zeros((4, 48, 48), np.float32)
+    clean[:, 12:36, 12:36] = 60.0  # a soft-tissue square in water
+    return clean + rng.normal(0, 20, clean.shape).astype(np.float32), clean
+
+
+def test_anisotropic_diffusion_lowers_noise_and_keeps_the_input():
+    noisy, clean = noisy_water()
+    before = noisy.copy()
+    smoothed = anisotropic_diffusion(noisy, (1.0, 1.0, 2.0), conductance=1.0, iterations=5)
+    assert np.array_equal(noisy, before)
+    assert rmse(smoothed, clean) < 0.6 * rmse(noisy, clean)
+
+
+def test_tuning_picks_the_best_psnr_setting_of_its_grid():
+    noisy, clean = noisy_water()
+    tuned = tune_anisotropic_diffusion([(noisy, clean, (1.0, 1.0, 2.0))], conductances=(0.5, 2.0), iterations=(1, 10))
+    best = max(tuned["grid"], key=lambda row: row["psnr_db"])
+    assert (tuned["conductance"], tuned["iterations"]) == (best["conductance"], best["iterations"])
+    assert len(tuned["grid"]) == 4
+
+
+def test_score_of_the_reference_itself_is_perfect():
+    _, clean = noisy_water()
+    figures = score(clean, clean)
+    assert figures["rmse_hu"] == 0 and figures["ssim"] == pytest.approx(1.0) and figures["bias_hu"] == 0
+
+
+def test_evaluation_scores_input_filter_and_model_and_writes_reports(tmp_path, tiny_net):
+    from TSCDenoiseLib.checkpoint import save_model
+
+    model = save_model(tiny_net, tmp_path / "tiny.pt")
+    report = evaluate_models(DATALIST, {"tiny": model}, conductances=(1.0,), iterations=(2,),
+                             output_dir=tmp_path / "eval", device="cpu")
+    assert list(report["results"]) == [LOW_DOSE_NAME, "anisotropic diffusion", "tiny"]
+    low, _ = read_ct(SAMPLE_DATA_DIR / "cranium" / "ldct_test.nii.gz")
+    high, _ = read_ct(SAMPLE_DATA_DIR / "cranium" / "ndct_test.nii.gz")
+    assert report["results"][LOW_DOSE_NAME]["psnr_db"] == pytest.approx(psnr(low, high), abs=1e-3)
+    assert report["slices"] == low.shape[0]
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert saved["results"] == report["results"]
+    table = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert table.count("\n| ") == 5 and "| tiny |" in table  # header, rule, 3 methods
+    with pytest.raises(Exception, match="exists"):
+        evaluate_models(DATALIST, {}, classical=False, output_dir=tmp_path / "eval")
+
+
+def test_evaluation_names_a_missing_split(tmp_path):
+    with pytest.raises(InvalidInputError, match="no 'holdout' split"):
+        evaluate_models(DATALIST, {}, split="holdout")
+
+
+def test_denoise_file_writes_a_new_file_and_keeps_the_input(tmp_path, tiny_net):
+    from TSCDenoiseLib.checkpoint import save_model
+    from TSCDenoiseLib.inference import denoise_volume
+    from TSCDenoiseLib.pipeline import denoise_file
+
+    noisy, _ = noisy_water()
+    source = write_ct(noisy, VolumeGeometry(spacing=(0.8, 0.8, 2.0)), tmp_path / "in.nii.gz")
+    before = source.read_bytes()
+    model = save_model(tiny_net, tmp_path / "tiny.pt")
+    output = denoise_file(source, tmp_path / "out.nrrd", model, device="cpu")
+    result, geometry = read_ct(output)
+    np.testing.assert_allclose(result, denoise_volume(noisy, tiny_net, device="cpu"), atol=1e-4)
+    assert geometry.spacing == pytest.approx((0.8, 0.8, 2.0)) and source.read_bytes() == before
+    with pytest.raises(InvalidInputError, match="exists already"):
+        denoise_file(source, output, model, device="cpu")
+    with pytest.raises(InvalidInputError, match="is the input"):
+        denoise_file(source, source, model, device="cpu", overwrite=True)

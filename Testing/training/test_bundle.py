@@ -1,0 +1,191 @@
+"""The MONAI bundle under training/: metadata fields, both training stages, resume, determinism, DDP.
+
+Runs the real configs through ``monai.bundle`` (in-process, or ``torchrun`` for DDP) with a tiny
+network, few iterations and small patches, on the bundled sample data.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("monai")
+from monai.bundle import run as bundle_run  # noqa: E402
+
+from TSCDenoiseLib.checkpoint import load_model, read_checkpoint  # noqa: E402
+
+BUNDLE = Path(__file__).resolve().parents[2] / "training"
+CONFIGS = BUNDLE / "configs"
+TINY = dict(
+    iterations_per_epoch=2,
+    patch_size=32,
+    patches_per_volume=2,
+    log_interval=1,
+    network_config={"base_channels": 4, "num_attention_blocks": 1, "num_dems": 1, "attention_reduction": 4},
+)
+
+
+def train(output_dir: Path, **overrides) -> None:
+    settings = {**TINY, "teacher_epochs": 1, "student_epochs": 1, **overrides}
+    bundle_run("training", config_file=str(CONFIGS / "train.json"), bundle_root=str(BUNDLE),
+               output_dir=str(output_dir), **settings)
+
+
+def log_records(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_metadata_has_the_model_zoo_required_fields():
+    # verify_metadata downloads the schema; check the specification's mandatory keys offline.
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                "optional_packages_version", "task", "description", "authors", "copyright", "network_data_format"):
+        assert meta.get(key), key
+    assert meta["version"] in meta["changelog"]
+    tensor_keys = {"type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range",
+                   "is_patch_data", "channel_def"}
+    for direction in ("inputs", "outputs"):
+        (spec,) = meta["network_data_format"][direction].values()
+        assert tensor_keys <= set(spec), tensor_keys - set(spec)
+        assert spec["format"] == "hounsfield" and spec["num_channels"] == 1
+
+
+def test_bundle_layout_is_complete():
+    for name in ("metadata.json", "train.json", "multi_gpu_train.json", "evaluate.json", "inference.json", "logging.conf"):
+        assert (CONFIGS / name).is_file(), name
+    for name in ("LICENSE", "docs/README.md", "models/model.pt", "models/teacher.pt"):
+        assert (BUNDLE / name).is_file(), name
+
+
+def test_training_runs_teacher_then_student_and_writes_engine_checkpoints(tmp_path):
+    train(tmp_path)
+    teacher = read_checkpoint(tmp_path / "teacher.pt")
+    student = read_checkpoint(tmp_path / "model.pt")
+    assert teacher["role"] == "teacher" and student["role"] == "student"
+    # Same architecture, the teacher reconstructs (no global residual), the student denoises the residual.
+    assert {**teacher["config"], "residual": True} == student["config"]
+    assert teacher["config"]["residual"] is False
+    assert teacher["state_dict"].keys() == student["state_dict"].keys()
+    assert student["metadata"]["lambda_kt"] > 0 and student["metadata"]["lambda_cr"] > 0
+    epoch_end = log_records(tmp_path / "student_log.jsonl")[-1]
+    assert {"val_psnr", "val_ssim", "val_rmse_hu", "lr", "parameter_sum"} <= set(epoch_end)
+    terms = log_records(tmp_path / "student_log.jsonl")[0]
+    lambda_kt, lambda_cr = student["metadata"]["lambda_kt"], student["metadata"]["lambda_cr"]
+    assert terms["loss"] == pytest.approx(terms["pixel"] + lambda_kt * terms["kt"] + lambda_cr * terms["cr"], rel=1e-5)
+    assert terms["kt"] > 0 and terms["cr"] > 0
+    model = load_model(tmp_path / "model.pt", device="cpu")
+    assert model(torch.rand(1, 1, 20, 20)).shape == (1, 1, 20, 20)
+    assert any((tmp_path / "tensorboard" / "student").iterdir())
+
+
+def test_student_stage_alone_uses_the_given_teacher_and_resumes(tmp_path):
+    train(tmp_path / "first", stage="teacher")
+    teacher = tmp_path / "first" / "teacher.pt"
+    train(tmp_path / "second", stage="student", teacher_checkpoint=str(teacher))
+    assert not (tmp_path / "second" / "teacher.pt").exists()
+    state = next((tmp_path / "second" / "student_state").glob("*final_iteration=2.pt"))
+    train(tmp_path / "third", stage="student", teacher_checkpoint=str(teacher), resume=str(state), student_epochs=2)
+    records = log_records(tmp_path / "third" / "student_log.jsonl")
+    # Resumed after epoch 1 (iterations 1-2): only epoch 2 runs.
+    assert [r["iteration"] for r in records if "parameter_sum" not in r] == [3, 4]
+
+
+def test_same_seed_gives_the_same_teacher(tmp_path):
+    train(tmp_path / "a", stage="teacher")
+    train(tmp_path / "b", stage="teacher")
+    train(tmp_path / "c", stage="teacher", seed=1)
+    a, b, c = (read_checkpoint(tmp_path / name / "teacher.pt")["state_dict"] for name in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_ablation_and_redcnn_configs_train_without_a_teacher(tmp_path):
+    for extra, name, network in (("ablation.json", "ablation_no_kt_crm.pt", "TSCNet"), ("redcnn.json", "redcnn.pt", "REDCNN")):
+        overrides = json.loads((CONFIGS / extra).read_text())
+        overrides.pop("student#network_def", None)
+        settings = {**TINY, "student_epochs": 1}
+        bundle_run("training", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / extra)],
+                   bundle_root=str(BUNDLE), output_dir=str(tmp_path), teacher_checkpoint=str(tmp_path / "absent.pt"),
+                   **settings)
+        payload = read_checkpoint(tmp_path / name)
+        assert payload["network"] == network and payload["metadata"]["lambda_kt"] == 0
+
+
+def test_two_process_gloo_training_syncs_weights_and_only_rank0_writes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        "-m", "monai.bundle", "run", "training",
+        "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
+        "--bundle_root", str(BUNDLE), "--output_dir", str(tmp_path), "--teacher_epochs", "1", "--student_epochs", "1",
+        "--iterations_per_epoch", "2", "--patch_size", "32", "--patches_per_volume", "2", "--log_interval", "1",
+        "--network_config", json.dumps(TINY["network_config"]),
+    ]
+    result = subprocess.run(command, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("teacher", "student"):
+        rank0 = log_records(tmp_path / f"{stage}_log.jsonl")
+        rank1 = log_records(tmp_path / f"{stage}_log.rank1.jsonl")
+        losses0 = [r["loss"] for r in rank0 if "loss" in r]
+        losses1 = [r["loss"] for r in rank1 if "loss" in r]
+        assert len(losses0) == len(losses1) == 2 and losses0 != losses1  # each rank trained on its own patches
+        # DDP averaged the gradients: both ranks end with the same weights.
+        assert rank0[-1]["parameter_sum"] == pytest.approx(rank1[-1]["parameter_sum"], rel=1e-9)
+    written = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt")
+    assert written == ["model.pt", "teacher.pt"]
+    assert len(list((tmp_path / "teacher_state").iterdir())) == 2  # epoch + final, once (not per rank)
+    tensorboard_writers = {p.name.split(".")[-2] for p in (tmp_path / "tensorboard" / "teacher").iterdir()}
+    assert len(tensorboard_writers) == 1  # one process (rank 0) wrote TensorBoard events
+
+
+def test_inference_config_denoises_a_file_like_the_engine(tmp_path, tiny_net):
+    import numpy as np
+
+    from TSCDenoiseLib.checkpoint import save_model
+    from TSCDenoiseLib.inference import denoise_volume
+    from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct
+
+    volume = (np.random.default_rng(0).normal(40, 20, (3, 24, 28))).astype(np.float32)
+    source = write_ct(volume, VolumeGeometry(spacing=(0.7, 0.7, 3.0)), tmp_path / "ct.nii.gz")
+    model = save_model(tiny_net, tmp_path / "tiny.pt")
+    bundle_run("run", config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), input=str(source),
+               output=str(tmp_path / "out.nii.gz"), model=str(model), device="cpu")
+    result, _ = read_ct(tmp_path / "out.nii.gz")
+    np.testing.assert_allclose(result, denoise_volume(volume, tiny_net, device="cpu"), atol=1e-4)
+
+
+def test_ckpt_export_traces_a_torchscript_file_with_the_same_output(tmp_path, tiny_net):
+    from monai.bundle import ckpt_export
+
+    from TSCDenoiseLib.checkpoint import save_model
+
+    model = save_model(tiny_net, tmp_path / "tiny.pt")
+    ckpt_export("network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(model), key_in_ckpt="state_dict",
+                meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
+                bundle_root=str(BUNDLE), model=str(model), use_trace=True, input_shape=[1, 1, 32, 32])
+    scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    for shape in ((1, 1, 32, 32), (2, 1, 48, 40)):  # the traced size, and another multiple of 4
+        x = torch.rand(shape)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), tiny_net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_simulated_low_dose_needs_only_normal_dose_files(tmp_path):
+    from TSCDenoiseLib.demo import SAMPLE_NDCT
+    from TSCDenoiseLib.io import read_ct, write_ct
+
+    volume, geometry = read_ct(SAMPLE_NDCT)
+    entries = {}
+    for split, z in (("training", slice(0, 4)), ("validation", slice(6, 8))):
+        path = write_ct(volume[z, 64:192, 64:192], geometry, tmp_path / f"{split}.nii.gz")
+        entries[split] = [{"ndct": path.name}]
+    (tmp_path / "datalist.json").write_text(json.dumps(entries))
+    train(tmp_path / "run", stage="student", lambda_kt=0.0, lambda_cr=0.0, simulate_low_dose=True,
+          datalist=str(tmp_path / "datalist.json"), teacher_checkpoint=str(tmp_path / "absent.pt"))
+    assert read_checkpoint(tmp_path / "run" / "model.pt")["role"] == "student"
+    cached = list((tmp_path / "run" / "ldct_cache").glob("validation-ldct-*.nii.gz"))
+    assert len(cached) == 1  # the validation pair was simulated once and cached
