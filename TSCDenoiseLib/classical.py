@@ -10,8 +10,8 @@ import SimpleITK as sitk
 
 from .metrics import psnr
 
-DEFAULT_CONDUCTANCES = (0.5, 1.0, 2.0, 4.0)
-DEFAULT_ITERATIONS = (2, 5, 10, 20)
+DEFAULT_CONDUCTANCES = (0.125, 0.25, 0.5, 1.0, 2.0)
+DEFAULT_ITERATIONS = (1, 2, 3, 5, 10)
 
 
 def anisotropic_diffusion(

@@ -28,8 +28,14 @@ from TSCDenoiseLib.transforms import training_transforms
 DATALIST = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "datalist.json"
 
 
+def forever(loader: DataLoader):
+    """Re-iterate the loader (new random patches each pass; itertools.cycle would replay one pass)."""
+    while True:
+        yield from loader
+
+
 def patches_per_second(loader: DataLoader, batches: int, step=None) -> float:
-    iterator = itertools.cycle(loader)
+    iterator = forever(loader)
     next(iterator)  # warm-up (and CacheDataset's first access)
     started, patches = time.perf_counter(), 0
     for batch in itertools.islice(iterator, batches):
