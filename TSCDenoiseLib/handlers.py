@@ -13,11 +13,8 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from .checkpoint import save_model
+from .engines import loss_terms_output
 from .intensity import HUWindow
-
-
-def _unwrapped(network: nn.Module) -> nn.Module:
-    return network.module if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else network
 
 
 class BestModelSaver:
@@ -60,7 +57,7 @@ class BestModelSaver:
             return
         self.best = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        save_model(_unwrapped(self.network), self.path, role=self.role, hu_window=self.hu_window, overwrite=True,
+        save_model(self.network, self.path, role=self.role, hu_window=self.hu_window, overwrite=True,
                    **self.metadata, best_metric=name, best_metric_value=round(value, 4), epoch=engine.state.epoch)
 
 
@@ -98,14 +95,12 @@ class TrainingLog:
             log.write(json.dumps(record) + "\n")
 
     def log_iteration(self, engine: Engine) -> None:
-        from .engines import loss_terms_output
-
         terms = (self.output_transform or loss_terms_output)(engine.state.output)
         self._append({"epoch": engine.state.epoch, "iteration": engine.state.iteration, **terms})
 
     def log_epoch(self, engine: Engine) -> None:
         with torch.no_grad():
-            checksum = float(sum(p.double().sum() for p in _unwrapped(self.network).parameters()))
+            checksum = float(sum(p.double().sum() for p in self.network.parameters()))
         record = {"epoch": engine.state.epoch, "iteration": engine.state.iteration, "parameter_sum": checksum}
         if self.optimizer is not None:
             record["lr"] = self.optimizer.param_groups[0]["lr"]
