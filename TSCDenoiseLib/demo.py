@@ -9,10 +9,6 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
-SAMPLE_LDCT = SAMPLE_DATA_DIR / "cranium" / "ldct_test.nii.gz"
-SAMPLE_NDCT = SAMPLE_DATA_DIR / "cranium" / "ndct_test.nii.gz"
-
 
 def _scores(image: np.ndarray, reference: np.ndarray, flat: np.ndarray) -> dict:
     from .metrics import noise_std, psnr, rmse
@@ -32,17 +28,14 @@ def run_demo(output: str | Path, model_path: str | Path | None = None, device: s
     from .inference import denoise_volume
     from .io import read_ct, write_ct
     from .metrics import flat_soft_tissue_mask
+    from .sample_data import NORMAL_DOSE_NAME, sample_path
 
-    if not SAMPLE_LDCT.exists():
-        raise InvalidInputError(
-            f"The bundled sample data is missing ({SAMPLE_LDCT}); run from a checkout of the repository "
-            "(pip install -e .) or rebuild it with Resources/SampleData/make_sample_data.py."
-        )
+    sample_ldct, sample_ndct = sample_path(), sample_path(NORMAL_DOSE_NAME)
     output = Path(output)
     if output.exists() and not overwrite:
         raise InvalidInputError(f"{output} exists already; pass --overwrite or choose another --out path.")
-    ldct, geometry = read_ct(SAMPLE_LDCT)
-    ndct, _ = read_ct(SAMPLE_NDCT)
+    ldct, geometry = read_ct(sample_ldct)
+    ndct, _ = read_ct(sample_ndct)
     model_path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(model_path, device=device)
     started = time.perf_counter()
@@ -51,7 +44,7 @@ def run_demo(output: str | Path, model_path: str | Path | None = None, device: s
     write_ct(denoised, geometry, output, overwrite=overwrite)
     flat = flat_soft_tissue_mask(ndct)
     return {
-        "input": str(SAMPLE_LDCT),
+        "input": str(sample_ldct),
         "output": str(output),
         "model": str(model_path),
         "recipe": model.checkpoint_metadata.get("recipe", ""),

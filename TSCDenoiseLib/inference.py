@@ -43,6 +43,7 @@ def denoise_volume(
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
     check_hu: bool = True,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Denoise a CT volume (Z, Y, X) or slice (Y, X) in HU; returns a new array of the same shape and dtype.
 
@@ -52,6 +53,8 @@ def denoise_volume(
     every slab; `cancel()` is polled before each slab and stops the run with `DenoiseCancelled`.
     Values outside the model's HU window are passed through unchanged by the network (see `_denoise_slab`).
     `check_hu=False` skips the plausibility checks of the values (not the NaN/shape/type checks).
+    `out`: a writable C-contiguous array of the input's shape and dtype, not sharing memory with it, that
+    receives the result (and is returned) instead of a new array: e.g. a view of a Slicer volume's voxels.
     """
     volume = validate_ct_volume(volume_hu, check_hu=check_hu)
     slices = volume[np.newaxis] if volume.ndim == 2 else volume
@@ -60,7 +63,8 @@ def denoise_volume(
     window = HUWindow.from_any(getattr(model, "hu_window", None))
     slab = resolve_slab_size(slab_size, slices.shape, device, runner, amp)
     autocast_dtype = _autocast_dtype(device) if amp else None
-    output = np.empty_like(slices)
+    result = _output_array(out, volume)
+    output = result[np.newaxis] if volume.ndim == 2 else result
     total = slices.shape[0]
     compute = partial(_denoise_slab, model=runner, window=window, autocast_dtype=autocast_dtype,
                       out_dtype=torch_dtype_of(output.dtype))
@@ -90,7 +94,23 @@ def denoise_volume(
             continue
         start = stop
     slabs.collect()
-    return output[0] if volume.ndim == 2 else output
+    return result
+
+
+def _output_array(out: Optional[np.ndarray], volume: np.ndarray) -> np.ndarray:
+    """`out` checked for use as the result, or a new array like `volume`."""
+    if out is None:
+        return np.empty_like(volume)
+    if not isinstance(out, np.ndarray) or out.shape != volume.shape or out.dtype != volume.dtype:
+        got = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise InvalidVolumeError(
+            f"out must be an array of the input's shape and dtype ({volume.shape} {volume.dtype}), got {got}."
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise InvalidVolumeError("out must be a writable, C-contiguous array (e.g. np.empty_like(volume)).")
+    if np.shares_memory(out, volume):
+        raise InvalidVolumeError("out shares memory with the input; the input is never overwritten. Pass a new array.")
+    return out
 
 
 def resolve_slab_size(
@@ -157,3 +177,43 @@ def _denoise_slab(
             info = torch.iinfo(out_dtype)
             denoised = denoised.round_().clamp_(info.min, info.max)
         return denoised.to(out_dtype)
+
+
+def denoise_with_cpu_fallback(
+    volume_hu: np.ndarray,
+    model: nn.Module,
+    device: Union[str, torch.device] = "auto",
+    notify: Optional[Callable[[str], None]] = None,
+    **options,
+) -> np.ndarray:
+    """`denoise_volume`, retried on the CPU when even one slice does not fit in the GPU's memory.
+
+    `notify(message)` hears about the fallback (and about slab halving, which `denoise_volume` does
+    itself); `options` are `denoise_volume`'s other keyword arguments.
+    """
+    target = resolve_device(device)
+    handler = _NotifyHandler(notify) if notify is not None else None
+    if handler is not None:
+        logger.addHandler(handler)
+    try:
+        return denoise_volume(volume_hu, model, device=target, **options)
+    except DenoiseOutOfMemory as exc:
+        if target.type == "cpu":
+            raise
+        if notify is not None:
+            notify(f"{exc} Continuing on the CPU, which is slower.")
+        return denoise_volume(volume_hu, model, device="cpu", **options)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+
+
+class _NotifyHandler(logging.Handler):
+    """Forwards this module's warnings (e.g. slab halving on out-of-memory) to a notify callback."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.notify = notify
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notify(record.getMessage())

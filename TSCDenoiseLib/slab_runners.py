@@ -28,7 +28,10 @@ class CpuSlabRunner:
         self.slices, self.output, self.compute, self.on_done = slices, output, compute, on_done
 
     def submit(self, start: int, stop: int) -> None:
-        result = self.compute(torch.from_numpy(np.ascontiguousarray(self.slices[start:stop])))
+        slab = self.slices[start:stop]
+        if not (slab.flags.c_contiguous and slab.flags.writeable):  # torch wants writable memory to share
+            slab = np.array(slab, order="C")
+        result = self.compute(torch.from_numpy(slab))
         self.output[start:stop] = result.numpy()
         self.on_done(stop)
 

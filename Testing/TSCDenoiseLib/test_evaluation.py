@@ -1,6 +1,7 @@
 """Classical baseline, evaluation report, and the file-to-file pipeline, on the bundled sample data."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +9,12 @@ import pytest
 pytest.importorskip("monai")
 
 from TSCDenoiseLib.classical import anisotropic_diffusion, tune_anisotropic_diffusion  # noqa: E402
-from TSCDenoiseLib.demo import SAMPLE_DATA_DIR  # noqa: E402
 from TSCDenoiseLib.errors import InvalidInputError  # noqa: E402
 from TSCDenoiseLib.evaluation import LOW_DOSE_NAME, evaluate_models, score  # noqa: E402
 from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct  # noqa: E402
 from TSCDenoiseLib.metrics import psnr, rmse  # noqa: E402
 
+SAMPLE_DATA_DIR = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
 DATALIST = SAMPLE_DATA_DIR / "datalist.json"
 
 

@@ -50,6 +50,32 @@ def test_input_is_left_unchanged_and_output_is_a_new_array(tiny_net):
     assert not np.array_equal(out, volume)
 
 
+def test_out_receives_the_result_in_place(tiny_net):
+    volume = _ct(dtype=np.int16)
+    expected = denoise_volume(volume, tiny_net, slab_size=2, device="cpu")
+    out = np.full_like(volume, -5)
+    returned = denoise_volume(volume, tiny_net, slab_size=2, device="cpu", out=out)
+    assert returned is out
+    np.testing.assert_array_equal(out, expected)
+    plane = np.empty((23, 30), np.int16)
+    assert denoise_volume(volume[3], tiny_net, device="cpu", out=plane) is plane
+    np.testing.assert_array_equal(plane, expected[3])
+
+
+@pytest.mark.parametrize("make_out, match", [
+    (lambda v: np.empty(v.shape, np.float32), "shape and dtype"),
+    (lambda v: np.empty(v.shape[1:], v.dtype), "shape and dtype"),
+    (lambda v: np.empty(v.shape[::-1], v.dtype).T, "C-contiguous"),
+    (lambda v: v, "shares memory"),
+])
+def test_bad_out_is_refused_before_any_work(tiny_net, make_out, match):
+    volume = _ct(dtype=np.int16)
+    before = volume.copy()
+    with pytest.raises(InvalidVolumeError, match=match):
+        denoise_volume(volume, tiny_net, device="cpu", out=make_out(volume))
+    np.testing.assert_array_equal(volume, before)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.int32])
 def test_output_keeps_shape_and_dtype(tiny_net, dtype):
     volume = _ct(dtype=dtype)

@@ -175,10 +175,10 @@ def test_ckpt_export_traces_a_torchscript_file_with_the_same_output(tmp_path, ti
 
 
 def test_simulated_low_dose_needs_only_normal_dose_files(tmp_path):
-    from TSCDenoiseLib.demo import SAMPLE_NDCT
+    from TSCDenoiseLib.sample_data import NORMAL_DOSE_NAME, sample_path
     from TSCDenoiseLib.io import read_ct, write_ct
 
-    volume, geometry = read_ct(SAMPLE_NDCT)
+    volume, geometry = read_ct(sample_path(NORMAL_DOSE_NAME))
     entries = {}
     for split, z in (("training", slice(0, 4)), ("validation", slice(6, 8))):
         path = write_ct(volume[z, 64:192, 64:192], geometry, tmp_path / f"{split}.nii.gz")

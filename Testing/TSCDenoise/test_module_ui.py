@@ -1,0 +1,165 @@
+"""The Slicer module's code and its Qt Designer panel agree (no Slicer needed: the files are parsed)."""
+
+import ast
+import hashlib
+import re
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from TSCDenoiseLib.sample_data import sample_path
+
+MODULE_DIR = Path(__file__).resolve().parents[2] / "TSCDenoise"
+MODULE_FILE = MODULE_DIR / "TSCDenoise.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "TSCDenoise.ui"
+REQUIREMENTS = MODULE_DIR / "Resources" / "requirements.txt"
+
+# Every widget the module's code touches, with the class its code relies on.
+EXPECTED_WIDGETS = {
+    "applyButton": "QPushButton",
+    "deviceComboBox": "QComboBox",
+    "deviceInfoLabel": "QLabel",
+    "fadeSlider": "ctkSliderWidget",
+    "modelPathLineEdit": "ctkPathLineEdit",
+    "progressBar": "QProgressBar",
+    "settingsCollapsibleButton": "ctkCollapsibleButton",
+    "sideBySideButton": "QPushButton",
+    "slabSizeSpinBox": "QSpinBox",
+    "statusLabel": "QLabel",
+}
+# Widget class that parameterNodeWrapper's GUI connectors pair with each parameter type.
+CONNECTOR_CLASS = {
+    "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox",
+    "bool": "QCheckBox",
+    "pathlib.Path": "ctkPathLineEdit",
+    "str": "QComboBox",  # with a Choice annotation
+    "int": "QSpinBox",
+}
+
+
+@pytest.fixture(scope="module")
+def module_tree():
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    compile(source, str(MODULE_FILE), "exec")  # the module file compiles
+    return ast.parse(source)
+
+
+@pytest.fixture(scope="module")
+def ui_widgets():
+    root = ElementTree.parse(UI_FILE).getroot()
+    widgets = {}
+    for element in root.iter("widget"):
+        name = element.get("name")
+        assert name not in widgets, f"widget name {name!r} is used twice in {UI_FILE.name}"
+        widgets[name] = element
+    return root, widgets
+
+
+def _used_ui_names(tree):
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+
+
+def _parameters(tree):
+    """(name, annotation source, default source) of the @parameterNodeWrapper class's fields."""
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TSCDenoiseParameterNode")
+    assert any(getattr(d, "id", None) == "parameterNodeWrapper" for d in cls.decorator_list)
+    return [(f.target.id, ast.unparse(f.annotation), ast.unparse(f.value) if f.value else None)
+            for f in cls.body if isinstance(f, ast.AnnAssign)]
+
+
+def _property(widget, name):
+    element = widget.find(f"property[@name='{name}']")
+    if element is None:
+        return None
+    value = element[0]
+    return [s.text for s in value] if value.tag == "stringlist" else value.text
+
+
+def test_every_widget_the_code_uses_exists_with_the_expected_class(module_tree, ui_widgets):
+    _, widgets = ui_widgets
+    used = _used_ui_names(module_tree)
+    assert used == set(EXPECTED_WIDGETS), (
+        f"update EXPECTED_WIDGETS: used but not listed {sorted(used - set(EXPECTED_WIDGETS))}, "
+        f"listed but unused {sorted(set(EXPECTED_WIDGETS) - used)}")
+    for name, cls in EXPECTED_WIDGETS.items():
+        assert name in widgets, f"TSCDenoise.py uses self.ui.{name}, which {UI_FILE.name} does not define"
+        assert widgets[name].get("class") == cls, f"{name} is a {widgets[name].get('class')}, the code expects {cls}"
+
+
+def test_each_parameter_has_one_widget_of_a_class_its_connector_accepts(module_tree, ui_widgets):
+    _, widgets = ui_widgets
+    bound = {}
+    for name, widget in widgets.items():
+        parameter = _property(widget, "SlicerParameterName")
+        if parameter is not None:
+            assert parameter not in bound, f"parameter {parameter} is bound to {bound[parameter]} and {name}"
+            bound[parameter] = name
+    parameters = _parameters(module_tree)
+    assert set(bound) == {p for p, _, _ in parameters}
+    for parameter, annotation, default in parameters:
+        base = re.sub(r"^Annotated\[(\w+(?:\.\w+)?),.*\]$", r"\1", annotation)
+        widget = widgets[bound[parameter]]
+        assert widget.get("class") == CONNECTOR_CLASS[base], f"{parameter}: {annotation} needs a {CONNECTOR_CLASS[base]}"
+        if base == "str":
+            assert "Choice(" in annotation, f"{parameter}: a QComboBox connector needs a Choice annotation"
+            choices = ast.literal_eval(re.search(r"Choice\((\[.*?\])\)", annotation).group(1))
+            assert ast.literal_eval(default) in choices
+        if base == "int":
+            low, high = map(int, re.search(r"WithinRange\((\d+), (\d+)\)", annotation).groups())
+            assert (int(_property(widget, "minimum")), int(_property(widget, "maximum"))) == (low, high)
+            assert low <= ast.literal_eval(default) <= high
+
+
+def test_volume_selectors_get_the_scene_and_offer_only_scalar_volumes(ui_widgets):
+    root, widgets = ui_widgets
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)" and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    selectors = [name for name, w in widgets.items() if w.get("class") == "qMRMLNodeComboBox"]
+    assert set(selectors) == {"inputSelector", "outputSelector"} and set(selectors) <= receivers
+    for name in selectors:
+        assert _property(widgets[name], "nodeTypes") == ["vtkMRMLScalarVolumeNode"]
+        assert "vtkMRMLLabelMapVolumeNode" in _property(widgets[name], "hideChildNodeTypes")
+    assert _property(widgets["outputSelector"], "noneEnabled") == "true"
+    assert _property(widgets["outputSelector"], "noneDisplay") == "Create new volume"
+    assert _property(widgets["inputSelector"], "addEnabled") == "false"
+
+
+def test_custom_widget_classes_are_declared(ui_widgets):
+    root, widgets = ui_widgets
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    custom = {w.get("class") for w in widgets.values() if not w.get("class").startswith("Q")}
+    assert custom <= declared, f"declare {sorted(custom - declared)} under <customwidgets>"
+    assert root.find("widget").get("class") == "qMRMLWidget" and root.findtext("class") == "TSCDenoise"
+
+
+def test_slab_size_tooltip_tells_the_trade_off(ui_widgets):
+    _, widgets = ui_widgets
+    assert "GPU memory" in _property(widgets["slabSizeSpinBox"], "toolTip")
+
+
+def test_module_classes_follow_the_scripted_module_pattern(module_tree):
+    classes = {n.name: [ast.unparse(b) for b in n.bases] for n in module_tree.body if isinstance(n, ast.ClassDef)}
+    assert classes["TSCDenoise"] == ["ScriptedLoadableModule"]
+    assert classes["TSCDenoiseWidget"][0] == "ScriptedLoadableModuleWidget"
+    assert classes["TSCDenoiseLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert classes["TSCDenoiseTest"] == ["ScriptedLoadableModuleTest"]
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert 'loadUI(self.resourcePath("UI/TSCDenoise.ui"))' in source and UI_FILE.is_file()
+
+
+def test_sample_data_checksums_match_the_bundled_files(module_tree):
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    for name in ("ldct_test.nii.gz", "ndct_test.nii.gz"):
+        digest = hashlib.sha256(sample_path(name).read_bytes()).hexdigest()
+        constant = {"ldct_test.nii.gz": "LOW_DOSE_NAME", "ndct_test.nii.gz": "NORMAL_DOSE_NAME"}[name]
+        assert re.search(rf'{constant}: "SHA256:{digest}"', source), f"update SAMPLE_CHECKSUMS for {name} to {digest}"
+
+
+def test_requirements_file_pins_minimum_versions():
+    lines = [line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines()]
+    requirements = [line for line in lines if line]
+    assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.\-]+>=[0-9.]+", r) for r in requirements)
+    assert any(r.startswith("monai>=") for r in requirements)
