@@ -12,6 +12,10 @@ from .metrics import psnr
 
 DEFAULT_CONDUCTANCES = (0.125, 0.25, 0.5, 1.0, 2.0)
 DEFAULT_ITERATIONS = (1, 2, 3, 5, 10)
+# Best setting on the bundled sample's validation split (configs/evaluate.json, training/docs/evaluation.json):
+# what `tscdenoise evaluate --baselines` uses when there is no validation data to tune on.
+SAMPLE_TUNED_CONDUCTANCE = 0.25
+SAMPLE_TUNED_ITERATIONS = 5
 
 
 def anisotropic_diffusion(

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from .errors import InvalidInputError, TSCDenoiseError
+from .errors import InvalidInputError, OutputExistsError, TSCDenoiseError
 from .version import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -55,6 +57,227 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_denoise(args: argparse.Namespace) -> int:
+    """Denoise a CT file or DICOM folder into a new file or DICOM folder."""
+    from .checkpoint import default_model_path, load_model
+    from .device import describe_device, resolve_device
+    from .inference import denoise_with_cpu_fallback, resolve_slab_size
+    from .io import read_ct
+
+    source, target = Path(args.input), Path(args.output)
+    output_kind = _output_kind(target)
+    _refuse_same_or_existing(source, target, args.overwrite)
+    timings = {}
+    started = time.perf_counter()
+    volume, geometry = read_ct(source)
+    timings["read_s"] = time.perf_counter() - started
+    device = resolve_device(args.device)
+    model_path = Path(args.model) if args.model else default_model_path()
+    model = load_model(model_path, device=device)
+    slab = resolve_slab_size(_slab_size(args.slab_size), volume.shape, device, model, args.amp)
+    _say(f"input {source} ({volume.shape[0]} x {volume.shape[1]} x {volume.shape[2]}), model {model_path}")
+    _say(f"device {describe_device(device)}, slab size {slab}, mixed precision {'on' if args.amp and device.type == 'cuda' else 'off'}")
+    started = time.perf_counter()
+    with _progress_bar("denoising", quiet=args.json) as progress:
+        denoised = denoise_with_cpu_fallback(volume, model, device=device, slab_size=slab, amp=args.amp,
+                                             progress=progress, notify=_say)
+    timings["denoise_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    _write_output(denoised, geometry, source, target, output_kind, args.overwrite)
+    timings["write_s"] = time.perf_counter() - started
+    result = {"input": str(source), "output": str(target), "format": output_kind, "model": str(model_path),
+              "device": str(device), "slab_size": slab, "slices": int(volume.shape[0]),
+              **{key: round(value, 3) for key, value in timings.items()},
+              "slices_per_second": round(volume.shape[0] / timings["denoise_s"], 3)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"denoised {result['slices']} slices in {result['denoise_s']:.2f} s ({result['slices_per_second']:.2f} "
+              f"slices/s; read {result['read_s']:.2f} s, write {result['write_s']:.2f} s) -> {target}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Simulate a low-dose CT from a normal-dose CT (projection domain) into a new file or DICOM folder."""
+    from .io import read_ct
+    from .simulation import simulate_low_dose
+
+    source, target = Path(args.ndct), Path(args.output)
+    output_kind = _output_kind(target)
+    _refuse_same_or_existing(source, target, args.overwrite)
+    if not 0 < args.dose <= 1:
+        raise InvalidInputError(f"--dose is the dose fraction in (0, 1] (0.25 = quarter dose), got {args.dose}.")
+    volume, geometry = read_ct(source)
+    spacing_x, spacing_y = geometry.spacing[0], geometry.spacing[1]
+    if abs(spacing_x - spacing_y) > 1e-3 * max(spacing_x, spacing_y):
+        raise InvalidInputError(f"{source} has non-square pixels ({spacing_x:g} x {spacing_y:g} mm); resample it first.")
+    _say(f"simulating dose {args.dose:g} of {volume.shape[0]} slices of {source} (incident flux {args.i0:g}, seed {args.seed})")
+    started = time.perf_counter()
+    low = simulate_low_dose(volume, dose=args.dose, seed=args.seed, pixel_spacing=spacing_x, i0=args.i0)
+    seconds = time.perf_counter() - started
+    _write_output(low, geometry, source, target, output_kind, args.overwrite)
+    result = {"input": str(source), "output": str(target), "dose": args.dose, "i0": args.i0, "seed": args.seed,
+              "slices": int(volume.shape[0]), "seconds": round(seconds, 2),
+              "added_noise_std_hu": round(float((low - volume).std()), 2)}
+    print(json.dumps(result, indent=2) if args.json else
+          f"simulated {result['slices']} slices in {result['seconds']} s (added noise std "
+          f"{result['added_noise_std_hu']} HU) -> {target}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score the low-dose input, each model (and classical baselines) against a normal-dose reference."""
+    from .checkpoint import default_model_path, load_model
+    from .inference import denoise_volume
+    from .io import read_ct
+    from .report import evaluate_methods, write_report
+
+    reference, geometry = read_ct(args.reference)
+    low, _ = read_ct(args.input)
+    if low.shape != reference.shape:
+        raise InvalidInputError(f"--input has shape {low.shape} but --reference has {reference.shape}; "
+                                "give the low-dose and normal-dose versions of the same scan.")
+    if args.out is not None:
+        _refuse_existing_report(Path(args.out), args.overwrite)
+    methods = {LOW_DOSE_LABEL: low}
+    seconds = {LOW_DOSE_LABEL: 0.0}
+    for path in args.model or []:
+        model_path = default_model_path() if path == "default" else Path(path)
+        label = _unique(methods, f"model {model_path.stem}" if path != "default" else "default model")
+        model = load_model(model_path, device=args.device)
+        started = time.perf_counter()
+        with _progress_bar(label, quiet=args.json) as progress:
+            methods[label] = denoise_volume(low, model, slab_size=_slab_size(args.slab_size), device=args.device,
+                                            progress=progress)
+        seconds[label] = time.perf_counter() - started
+    if args.baselines:
+        from .classical import SAMPLE_TUNED_CONDUCTANCE, SAMPLE_TUNED_ITERATIONS, anisotropic_diffusion
+
+        started = time.perf_counter()
+        methods[CLASSICAL_LABEL] = anisotropic_diffusion(low, geometry.spacing, SAMPLE_TUNED_CONDUCTANCE,
+                                                         SAMPLE_TUNED_ITERATIONS)
+        seconds[CLASSICAL_LABEL] = time.perf_counter() - started
+    report = evaluate_methods(reference, methods, geometry.spacing, seconds=seconds)
+    written = write_report(report, reference, methods, args.out, overwrite=args.overwrite) if args.out else {}
+    if args.json:
+        print(json.dumps({"report": report, "files": {k: str(v) for k, v in written.items()}}, indent=2))
+        return EXIT_OK
+    _print_table(report)
+    if written:
+        print(f"report: {written.get('report', args.out)}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint to a deployable file and check it gives the checkpoint's output."""
+    import torch
+
+    from .checkpoint import default_model_path, load_model
+    from .export import export_model, load_exported
+
+    model_path = Path(args.model) if args.model else default_model_path()
+    model = load_model(model_path, device="cpu")
+    target = Path(args.out)
+    if target.exists() and not args.overwrite:
+        raise InvalidInputError(f"{target} exists already; pass --overwrite or choose another path.")
+    _say(f"exporting {model_path} as {args.format} -> {target}")
+    export_model(model, target, format=args.format, overwrite=args.overwrite)
+    x = torch.rand(1, 1, 61, 67, generator=torch.Generator().manual_seed(0))  # not a multiple of 4 on purpose
+    with torch.no_grad():
+        expected = model(x)
+        if args.format == "onnx":
+            actual = _run_onnx(target, x)
+        else:
+            actual = load_exported(target)(x)
+    difference = None if actual is None else float((actual - expected).abs().max())
+    result = {"model": str(model_path), "output": str(target), "format": args.format,
+              "bytes": target.stat().st_size, "max_abs_difference": difference}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        check = ("not checked (onnxruntime is not installed)" if difference is None
+                 else f"max |difference| vs the checkpoint {difference:.2e} on a 61x67 slice")
+        print(f"wrote {target} ({result['bytes'] / 2**20:.1f} MiB); {check}")
+    return EXIT_OK
+
+
+def _run_onnx(path: Path, x):
+    import torch
+
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from .networks.tscnet import pad_to_multiple
+
+    padded, (h, w) = pad_to_multiple(x)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    output = session.run(None, {session.get_inputs()[0].name: padded.numpy()})[0]
+    return torch.from_numpy(output)[..., :h, :w]
+
+
+LOW_DOSE_LABEL = "LDCT input"
+CLASSICAL_LABEL = "anisotropic diffusion"
+IMAGE_OUTPUTS = (".nii", ".nii.gz", ".nrrd", ".mha")
+
+
+def _output_kind(path: Path) -> str:
+    """"image" for .nii/.nii.gz/.nrrd/.mha, "dicom" for a folder (a path without a suffix)."""
+    name = path.name.lower()
+    if any(name.endswith(suffix) for suffix in IMAGE_OUTPUTS):
+        return "image"
+    if path.is_dir() or "." not in name:
+        return "dicom"
+    raise InvalidInputError(f"Cannot tell the output format of {path}: use .nii, .nii.gz, .nrrd or .mha, "
+                            "or a folder name (no suffix) for a DICOM series.")
+
+
+def _refuse_same_or_existing(source: Path, target: Path, overwrite: bool) -> None:
+    if target.resolve() == source.resolve():
+        raise InvalidInputError(f"The output {target} is the input; choose a new path so the input is kept.")
+    exists = target.is_file() or (target.is_dir() and any(target.iterdir()))
+    if exists and not overwrite:
+        raise InvalidInputError(f"{target} exists already; pass --overwrite or choose another output path.")
+
+
+def _refuse_existing_report(folder: Path, overwrite: bool) -> None:
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise InvalidInputError(f"{folder} exists and is not empty; pass --overwrite or choose another --out folder.")
+
+
+def _write_output(array, geometry, source: Path, target: Path, kind: str, overwrite: bool) -> None:
+    from .io import write_ct, write_dicom_series, write_new_dicom_series
+
+    if kind == "image":
+        write_ct(array, geometry, target, overwrite=overwrite)
+    elif source.is_dir():  # a derived series: patient, study and slice tags come from the source series
+        write_dicom_series(array, source, target, overwrite=overwrite)
+    else:
+        write_new_dicom_series(array, geometry, target, overwrite=overwrite)
+
+
+def _unique(existing: Dict, label: str) -> str:
+    candidate, number = label, 2
+    while candidate in existing:
+        candidate, number = f"{label} ({number})", number + 1
+    return candidate
+
+
+def _print_table(report: dict) -> None:
+    columns = (("psnr_db", "PSNR dB"), ("ssim", "SSIM"), ("rmse_hu", "RMSE HU"), ("noise_std_hu", "noise HU"),
+               ("nps_mean_frequency", "NPS mean f"), ("edge_ratio", "edge ratio"))
+    print(f"{'method':28s}" + "".join(f"{title:>12s}" for _, title in columns))
+    for name, figures in report["methods"].items():
+        cells = "".join(f"{figures[key]:12.4f}" if isinstance(figures.get(key), (int, float)) else f"{'-':>12s}"
+                        for key, _ in columns)
+        print(f"{name:28s}{cells}")
+
+
+def _say(message: str) -> None:
+    """Progress information: stderr, so that --json keeps stdout machine-readable."""
+    print(message, file=sys.stderr)
+
+
 def _slab_size(text: str):
     if text == "auto":
         return "auto"
@@ -66,8 +289,9 @@ def _slab_size(text: str):
 class _progress_bar:
     """tqdm bar over slices, fed by denoise_volume's progress(done, total) hook."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, quiet: bool = False) -> None:
         self.description = description
+        self.quiet = quiet
         self.bar = None
 
     def __enter__(self):
@@ -75,7 +299,7 @@ class _progress_bar:
 
         def update(done: int, total: int) -> None:
             if self.bar is None:
-                self.bar = tqdm(total=total, desc=self.description, unit="slice", file=sys.stderr)
+                self.bar = tqdm(total=total, desc=self.description, unit="slice", file=sys.stderr, disable=self.quiet)
             self.bar.update(done - self.bar.n)
 
         return update
@@ -85,7 +309,10 @@ class _progress_bar:
             self.bar.close()
 
 
-COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {"info": cmd_info, "demo": cmd_demo}
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "info": cmd_info, "demo": cmd_demo, "denoise": cmd_denoise, "simulate": cmd_simulate,
+    "evaluate": cmd_evaluate, "export": cmd_export,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,20 +333,116 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--slab-size", default="auto", help="axial slices per forward pass: auto or N")
     demo.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     demo.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_denoise(commands)
+    _add_simulate(commands)
+    _add_evaluate(commands)
+    _add_export(commands)
     return parser
+
+
+CT_PATHS = "a DICOM folder (or file), .nii, .nii.gz, .nrrd or .mha"
+OUTPUT_PATHS = "format from the name: .nii, .nii.gz, .nrrd, .mha, or a folder name (no suffix) for a DICOM series"
+
+
+def _add_runtime_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
+    command.add_argument("--slab-size", default="auto",
+                         help="axial slices per forward pass: auto (from free memory) or N; more is faster on a GPU and "
+                              "needs more GPU memory")
+    command.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def _add_denoise(commands) -> None:
+    denoise = commands.add_parser(
+        "denoise", help="denoise a low-dose CT into a new file or DICOM folder",
+        description="Denoise INPUT with the default (or given) model and write OUTPUT. The input is never "
+                    "modified; OUTPUT is written atomically and only replaced with --overwrite.",
+        epilog="examples:\n  tscdenoise denoise ct_dicom/ denoised.nii.gz\n"
+               "  tscdenoise denoise ldct.nii.gz denoised_dicom --model student.pt --device cuda",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    denoise.add_argument("input", help=f"low-dose CT: {CT_PATHS}")
+    denoise.add_argument("output", help=f"denoised CT: {OUTPUT_PATHS}")
+    denoise.add_argument("--model", help="checkpoint file (default: the bundled default model)")
+    _add_runtime_options(denoise)
+    denoise.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 on CUDA (default: bf16/fp16)")
+    denoise.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+
+def _add_simulate(commands) -> None:
+    simulate = commands.add_parser(
+        "simulate", help="simulate low-dose CT from normal-dose CT (projection-domain noise insertion)",
+        description="Forward-project NDCT (fan beam), add Poisson and electronic noise for the given dose "
+                    "fraction, reconstruct (FBP) and write the low-dose version. Deterministic for a seed.",
+        epilog="example:\n  tscdenoise simulate ndct.nii.gz ldct.nii.gz --dose 0.25 --seed 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    simulate.add_argument("ndct", help=f"normal-dose CT: {CT_PATHS}")
+    simulate.add_argument("output", help=f"simulated low-dose CT: {OUTPUT_PATHS}")
+    simulate.add_argument("--dose", type=float, default=0.25, help="dose fraction, 0.25 = quarter dose (default)")
+    simulate.add_argument("--i0", type=float, default=2.25e5,
+                          help="incident photons per detector bin and view at full dose (default 2.25e5)")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    simulate.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def _add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="image-quality report: error, noise, noise texture (NPS) and edges against normal dose",
+        description="Compare the low-dose input and each model's output with the normal-dose reference: PSNR/SSIM/RMSE, "
+                    "noise and HU bias in flat soft tissue, the noise power spectrum (texture) and edge sharpness.",
+        epilog="example:\n  tscdenoise evaluate --reference ndct.nii.gz --input ldct.nii.gz --model default "
+               "--baselines --out report/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("--reference", required=True, help=f"normal-dose CT: {CT_PATHS}")
+    evaluate.add_argument("--input", required=True, help="low-dose CT of the same scan (same shape)")
+    evaluate.add_argument("--model", action="append", metavar="PATH",
+                          help="checkpoint to evaluate ('default' for the bundled model); repeat for several")
+    evaluate.add_argument("--baselines", action="store_true",
+                          help="also a classical filter (curvature anisotropic diffusion, settings tuned on the sample's "
+                               "validation split)")
+    evaluate.add_argument("--out", help="folder for metrics.json, report.md and PNG figures")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
+    _add_runtime_options(evaluate)
+
+
+def _add_export(commands) -> None:
+    export = commands.add_parser(
+        "export", help="export a checkpoint for deployment (torch.export, ONNX, TorchScript)",
+        description="Write a deployable file (any slice size, pure-PyTorch deformable convolution) and check "
+                    "that it reproduces the checkpoint's output.",
+        epilog="example:\n  tscdenoise export --model student.pt --format onnx student.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("out", help="output file (.pt2 for torch_export, .onnx, .ts for torchscript)")
+    export.add_argument("--model", help="checkpoint file (default: the bundled default model)")
+    export.add_argument("--format", required=True, choices=("torch_export", "onnx", "torchscript"),
+                        help="torch_export: torch.export program; onnx: ONNX graph (needs the [export] extra); "
+                             "torchscript: traced TorchScript (deprecated by PyTorch, for older runtimes)")
+    export.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    export.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help/--version (0) or bad usage (2, message already printed)
+        return int(exit_.code or 0)
     try:
         return COMMANDS[args.command](args)
-    except InvalidInputError as exc:
-        print(f"tscdenoise {args.command}: error: {exc}", file=sys.stderr)
+    except (InvalidInputError, OutputExistsError) as exc:
+        print(f"tscdenoise {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TSCDenoiseError as exc:
-        print(f"tscdenoise {args.command}: failed: {exc}", file=sys.stderr)
+        print(f"tscdenoise {args.command}: failed: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:  # disk full, permissions: a runtime failure, said in one line
+        print(f"tscdenoise {args.command}: failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

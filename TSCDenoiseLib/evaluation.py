@@ -10,11 +10,26 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .metrics import SOFT_TISSUE_WINDOW, flat_soft_tissue_mask, hu_bias, noise_std, psnr, rmse, ssim
+from .metrics import (
+    SOFT_TISSUE_WINDOW,
+    SquareRoi,
+    edge_gradient_ratio,
+    find_flat_tissue_rois,
+    flat_soft_tissue_mask,
+    hu_bias,
+    noise_power_spectrum_2d,
+    noise_std,
+    nps_summary,
+    nps_variance,
+    psnr,
+    radial_average,
+    rmse,
+    ssim,
+)
 
 FULL_WINDOW = (-1024.0, 3072.0)
 LOW_DOSE_NAME = "LDCT input"
@@ -27,14 +42,77 @@ COLUMNS = (
     ("ssim_full", "SSIM [-1024, 3072]"),
     ("noise_std_hu", "noise std, flat tissue (HU)"),
     ("bias_hu", "mean bias, flat tissue (HU)"),
+    ("nps_peak_frequency", "noise NPS peak (cycles/mm)"),
+    ("nps_mean_frequency", "noise NPS mean freq. (cycles/mm)"),
+    ("edge_ratio", "edge gradient ratio"),
     ("seconds", "time (s)"),
 )
 
 
-def score(image: np.ndarray, reference: np.ndarray) -> Dict[str, float]:
-    """All figures for one (Z, Y, X) HU volume against its normal-dose reference."""
-    flat = flat_soft_tissue_mask(reference)
-    return {
+class RoiSpectrum(NamedTuple):
+    """Radial NPS (HU²·mm² on frequencies in cycles/mm) of values in square ROIs, and its summary.
+
+    Peak and mean frequency are None when the values hold no power (e.g. an image minus itself).
+    """
+
+    frequencies: np.ndarray
+    nps: np.ndarray
+    peak_frequency: Optional[float]
+    mean_frequency: Optional[float]
+    variance: float
+
+
+def pixel_spacing_yx(spacing: Sequence[float]) -> Tuple[float, float]:
+    """(Δy, Δx) in mm, the NPS functions' array order, from the (x, y, z) spacing ``read_ct`` gives."""
+    return float(spacing[1]), float(spacing[0])
+
+
+def roi_mask(shape: Sequence[int], rois: Sequence[SquareRoi]) -> np.ndarray:
+    """Boolean (Z, Y, X) mask of the pixels inside any of ``rois``."""
+    mask = np.zeros(tuple(shape), dtype=bool)
+    for roi in rois:
+        mask[roi.index()] = True
+    return mask
+
+
+def texture_rois(reference: np.ndarray, size: int = 32, count: int = 16, margin: int = 5) -> list:
+    """:func:`find_flat_tissue_rois` of the reference, kept ``margin`` pixels in-plane from any non-soft tissue.
+
+    The margin keeps edges out of the ROIs' noise: a method that blurs a bone or air edge would otherwise
+    leak it into image - reference beside the edge and read as noise there.
+    """
+    reference = np.asarray(reference, dtype=np.float32)
+    guarded = np.where(flat_soft_tissue_mask(reference, margin=margin), reference, np.float32(1e4))
+    return find_flat_tissue_rois(guarded, size=size, count=count)
+
+
+def roi_spectrum(values: np.ndarray, rois: Sequence[SquareRoi], spacing: Sequence[float]) -> RoiSpectrum:
+    """NPS of (Z, Y, X) ``values`` in ``rois``, each ROI plane-detrended; ``spacing`` is (x, y, z) mm.
+
+    The variance is the exact integral of the 2D NPS (the detrended variance in the ROIs).
+    """
+    pixel = pixel_spacing_yx(spacing)
+    nps_2d = noise_power_spectrum_2d(values, rois, pixel, detrend="plane")
+    frequencies, radial = radial_average(nps_2d, pixel)
+    peak = mean = None
+    if radial.sum() > 0:
+        summary = nps_summary(frequencies, radial)
+        peak, mean = summary.peak_frequency, summary.mean_frequency
+    return RoiSpectrum(frequencies, radial, peak, mean, nps_variance(nps_2d, pixel))
+
+
+def score(image: np.ndarray, reference: np.ndarray, spacing: Optional[Sequence[float]] = None,
+          rois: Optional[Sequence[SquareRoi]] = None) -> Dict[str, Optional[float]]:
+    """All figures for one (Z, Y, X) HU volume against its normal-dose reference.
+
+    Noise std and bias are measured inside ``rois`` when given (and not empty), else in
+    :func:`flat_soft_tissue_mask` of the reference. With ``spacing`` ((x, y, z) mm, as ``read_ct`` gives
+    it) come the texture figures too: peak and mean frequency (cycles/mm) of the NPS of image - reference
+    in ``rois`` (default: :func:`texture_rois` of the reference; None without any ROI or noise),
+    and :func:`edge_gradient_ratio` (below 1: blurred edges).
+    """
+    flat = roi_mask(reference.shape, rois) if rois else flat_soft_tissue_mask(reference)
+    figures: Dict[str, Optional[float]] = {
         "psnr_db": psnr(image, reference, SOFT_TISSUE_WINDOW),
         "ssim": ssim(image, reference, SOFT_TISSUE_WINDOW),
         "rmse_hu": rmse(image, reference),
@@ -43,6 +121,21 @@ def score(image: np.ndarray, reference: np.ndarray) -> Dict[str, float]:
         "noise_std_hu": noise_std(image, reference, flat),
         "bias_hu": hu_bias(image, reference, flat),
     }
+    if spacing is not None:
+        figures.update(_texture_figures(image, reference, spacing,
+                                        texture_rois(reference) if rois is None else rois))
+    return figures
+
+
+def _texture_figures(image: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
+                     rois: Sequence[SquareRoi]) -> Dict[str, Optional[float]]:
+    peak = mean = None
+    if rois:
+        noise = image.astype(np.float32) - reference.astype(np.float32)
+        spectrum = roi_spectrum(noise, rois, spacing)
+        peak, mean = spectrum.peak_frequency, spectrum.mean_frequency
+    return {"nps_peak_frequency": peak, "nps_mean_frequency": mean,
+            "edge_ratio": edge_gradient_ratio(image, reference)}
 
 
 def _load_pairs(entries: Sequence[dict]) -> list:
@@ -56,18 +149,27 @@ def _load_pairs(entries: Sequence[dict]) -> list:
     return pairs
 
 
-def _run_method(method: Callable[[np.ndarray, Sequence[float]], np.ndarray], pairs: list) -> Dict[str, float]:
+def _run_method(method: Callable[[np.ndarray, Sequence[float]], np.ndarray], pairs: list) -> Dict[str, Optional[float]]:
     """Slice-weighted mean of each figure over the volumes, plus the total run time."""
-    totals: Dict[str, float] = {}
-    slices, seconds = 0, 0.0
+    scores, weights, seconds = [], [], 0.0
     for low, high, spacing in pairs:
         started = time.perf_counter()
         output = method(low, spacing)
         seconds += time.perf_counter() - started
-        for name, value in score(output, high).items():
-            totals[name] = totals.get(name, 0.0) + value * low.shape[0]
-        slices += low.shape[0]
-    return {**{name: round(value / slices, 4) for name, value in totals.items()}, "seconds": round(seconds, 2)}
+        scores.append(score(output, high, spacing))
+        weights.append(low.shape[0])
+    return {**_weighted_means(scores, weights), "seconds": round(seconds, 2)}
+
+
+def _weighted_means(scores: Sequence[Mapping[str, Optional[float]]],
+                    weights: Sequence[int]) -> Dict[str, Optional[float]]:
+    """Weighted mean of each figure over the volumes that have it; None where none has."""
+    means: Dict[str, Optional[float]] = {}
+    for name in scores[0]:
+        known = [(figures[name], weight) for figures, weight in zip(scores, weights) if figures[name] is not None]
+        total = sum(weight for _, weight in known)
+        means[name] = round(sum(value * weight for value, weight in known) / total, 4) if known else None
+    return means
 
 
 def evaluate_models(
@@ -137,19 +239,29 @@ def evaluate_models(
 
 def markdown_table(report: dict) -> str:
     """The results as a Markdown table, one row per method."""
-    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "| --- | " + " | ".join("---:" for _ in COLUMNS) + " |"
-    rows = [
-        f"| {name} | " + " | ".join(_format(key, figures.get(key)) for key, _ in COLUMNS) + " |"
-        for name, figures in report["results"].items()
-    ]
     caption = (f"{report['split']} split of {Path(report['datalist']).name}: {report['volumes']} volume(s), "
                f"{report['slices']} slices; PSNR/SSIM after clipping to the window (data range = its width), "
-               "RMSE over whole slices, noise and bias in flat soft tissue of the reference.")
-    return "\n".join([caption, "", header, rule, *rows])
+               "RMSE over whole slices, noise and bias in flat soft tissue of the reference; noise NPS: power "
+               "spectrum of image - reference in the flattest 32-pixel squares of the reference (lower mean "
+               "frequency: coarser, blotchier noise); edge ratio below 1: blurred edges.")
+    return "\n".join([caption, "", *table_lines(report["results"], COLUMNS)])
 
 
-def _format(key: str, value) -> str:
+def table_lines(rows: Mapping[str, Mapping[str, Optional[float]]], columns: Sequence[Tuple[str, str]]) -> list:
+    """Markdown table lines (header, rule, one row per entry of ``rows``) of the (key, title) ``columns``."""
+    header = "| method | " + " | ".join(title for _, title in columns) + " |"
+    rule = "| --- | " + " | ".join("---:" for _ in columns) + " |"
+    body = [f"| {name} | " + " | ".join(format_figure(key, figures.get(key)) for key, _ in columns) + " |"
+            for name, figures in rows.items()]
+    return [header, rule, *body]
+
+
+def format_figure(key: str, value: Optional[float]) -> str:
+    """One figure as table text: SSIM to 4 decimals, frequencies and ratios to 3, the rest to 2."""
     if value is None:
         return ""
-    return f"{value:.4f}" if key.startswith("ssim") else f"{value:.2f}"
+    if key.startswith("ssim"):
+        return f"{value:.4f}"
+    if "frequency" in key or key.endswith("ratio"):
+        return f"{value:.3f}"
+    return f"{value:.2f}"

@@ -1,13 +1,16 @@
-"""Deployable exports of a TSC-Net: `torch.export` programs (.pt2) and ONNX graphs (.onnx).
+"""Deployable exports of a TSC-Net: `torch.export` programs (.pt2), ONNX graphs (.onnx) and traced
+TorchScript (.ts, for MONAI Deploy / Triton users; TorchScript is deprecated since PyTorch 2.9).
 
-Both use the pure-PyTorch deformable convolution (standard ops only: no torchvision needed to run
+All use the pure-PyTorch deformable convolution (standard ops only: no torchvision needed to run
 them) and take heights and widths that are multiples of 4; `load_exported` pads other sizes, as the
-eager network does. TorchScript is not offered: it is deprecated since PyTorch 2.9.
+eager network does.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence, Union
@@ -20,7 +23,7 @@ from .errors import TSCDenoiseError
 from .networks.deform_conv import ModulatedDeformConv2d
 from .networks.tscnet import SIZE_MULTIPLE, pad_to_multiple
 
-FORMATS = ("torch_export", "onnx")
+FORMATS = ("torch_export", "onnx", "torchscript")
 PathLike = Union[str, os.PathLike]
 
 
@@ -54,6 +57,13 @@ def export_model(
             program = torch.onnx.export(model.eval(), (example,), dynamo=True, dynamic_shapes=(dims,),
                                         input_names=["slices"], output_names=["denoised"], verbose=False)
             program.save(str(tmp))
+        elif format == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # the deprecation notice: the user chose the format
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants, as intended
+                with torch.no_grad():
+                    traced = torch.jit.trace(model.eval(), example)
+                torch.jit.save(traced, str(tmp))
         else:
             torch.export.save(torch.export.export(model.eval(), (example,), dynamic_shapes=(dims,)), str(tmp))
     return Path(path)
@@ -72,7 +82,9 @@ class PaddedExportedModel(nn.Module):
 
 
 def load_exported(path: PathLike) -> nn.Module:
-    """Load a .pt2 file written by `export_model` as a module for any slice size."""
+    """Load a .pt2 (torch.export) or TorchScript file written by `export_model` as a module for any slice size."""
+    if zipfile.is_zipfile(path) and any("/code/" in name for name in zipfile.ZipFile(path).namelist()):
+        return PaddedExportedModel(torch.jit.load(str(path), map_location="cpu"))
     return PaddedExportedModel(torch.export.load(str(path)).module())
 
 

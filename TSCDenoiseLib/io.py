@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -158,19 +159,93 @@ def write_dicom_series(
             f"The array has shape {array.shape} but the source series has {len(files)} slices; "
             "write the array that was read from this series."
         )
+    with _staged_folder(output_folder, overwrite) as staging:
+        _write_derived_slices(array, files, staging, series_description_suffix)
+    return output_folder
+
+
+def write_new_dicom_series(
+    array_hu: np.ndarray,
+    geometry: VolumeGeometry,
+    output_folder: str | Path,
+    series_description: str = "TSCDenoise",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``array_hu`` (Z, Y, X) as a new CT DICOM series (one file per slice) when no DICOM source exists.
+
+    Geometry (LPS, any direction) goes to ImagePositionPatient / ImageOrientationPatient / PixelSpacing;
+    patient and study are placeholders with new UIDs. Pixels are int16 HU (slope 1, intercept 0).
+    """
+    output_folder = Path(output_folder)
+    array = np.asarray(array_hu)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise InvalidInputError(f"A DICOM series needs a 2D or 3D array, got shape {array.shape}.")
+    with _staged_folder(output_folder, overwrite) as staging:
+        _write_new_slices(array, geometry, staging, series_description)
+    return output_folder
+
+
+@contextmanager
+def _staged_folder(output_folder: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary sibling folder that replaces `output_folder` only if the block completes."""
     if output_folder.exists() and any(output_folder.iterdir()) and not overwrite:
         raise OutputExistsError(f"{output_folder} exists and is not empty; choose a new folder or pass overwrite=True.")
     output_folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_folder.name}.", dir=output_folder.parent))
     try:
-        _write_derived_slices(array, files, staging, series_description_suffix)
+        yield staging
         if output_folder.exists():
             shutil.rmtree(output_folder)
         os.replace(staging, output_folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return output_folder
+
+
+def _write_new_slices(array: np.ndarray, geometry: VolumeGeometry, folder: Path, description: str) -> None:
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from .version import __version__
+
+    pixels = np.clip(np.round(array), -32768, 32767).astype(np.int16)
+    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)  # columns: the x, y, z axes in LPS
+    spacing_x, spacing_y, spacing_z = (float(v) for v in geometry.spacing)
+    origin = np.asarray(geometry.origin, dtype=float)
+    study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    for index in range(pixels.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        dataset = Dataset()
+        dataset.file_meta = meta
+        dataset.SOPClassUID = CTImageStorage
+        dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        dataset.PatientName, dataset.PatientID = "Anonymous", "TSCDenoise"
+        dataset.Modality = "CT"
+        dataset.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        dataset.SeriesDescription = description[:64]
+        dataset.DerivationDescription = f"Written by TSCDenoise {__version__}"
+        dataset.SeriesNumber, dataset.InstanceNumber = 1, index + 1
+        position = origin + direction[:, 2] * spacing_z * index
+        dataset.ImagePositionPatient = [f"{v:.6f}" for v in position]
+        dataset.ImageOrientationPatient = [f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1])]
+        dataset.PixelSpacing = [f"{spacing_y:.6f}", f"{spacing_x:.6f}"]  # row spacing (y), then column spacing (x)
+        dataset.SliceThickness = f"{spacing_z:.6f}"
+        dataset.Rows, dataset.Columns = pixels.shape[1], pixels.shape[2]
+        dataset.SamplesPerPixel = 1
+        dataset.PhotometricInterpretation = "MONOCHROME2"
+        dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 16, 15, 1
+        dataset.RescaleSlope, dataset.RescaleIntercept, dataset.RescaleType = 1, 0, "HU"
+        dataset.WindowCenter, dataset.WindowWidth = 40, 400
+        dataset.PixelData = pixels[index].tobytes()
+        dataset["PixelData"].VR = "OW"
+        pydicom.dcmwrite(folder / f"slice_{index:04d}.dcm", dataset, enforce_file_format=True)
 
 
 def _write_derived_slices(array: np.ndarray, files: Sequence[str], folder: Path, suffix: str) -> None:

@@ -150,6 +150,7 @@ class ModulatedDeformConv2d(nn.Module):
         self.padding = padding
         self.dilation = dilation
         self.backend = backend
+        torchvision_deform_conv2d()  # import torchvision now: an import inside a first forward breaks jit tracing
         taps = kernel_size * kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from TSCDenoiseLib.checkpoint import save_model
@@ -40,3 +42,142 @@ def test_bad_arguments_give_one_line_and_a_non_zero_exit(argv, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert code in (1, 2) and len(err.splitlines()) == 1 and err.startswith("tscdenoise demo:")
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+# --- denoise / simulate / export on real files from the sample data ------------------------------
+
+@pytest.fixture
+def tiny_checkpoint(tiny_net, tmp_path):
+    return save_model(tiny_net, tmp_path / "tiny.pt", role="student")
+
+
+@pytest.fixture
+def sample_ldct():
+    from TSCDenoiseLib.io import read_ct
+    from TSCDenoiseLib.sample_data import sample_path
+
+    path = sample_path()
+    volume, geometry = read_ct(path)
+    return path, volume, geometry
+
+
+def _one_error_line(capsys, command):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tscdenoise {command}:"), err
+    return err[0]
+
+
+def test_denoise_nifti_to_dicom_and_dicom_to_nifti(tmp_path, tiny_net, tiny_checkpoint, sample_ldct, capsys):
+    from TSCDenoiseLib.inference import denoise_volume
+    from TSCDenoiseLib.io import read_ct
+
+    path, volume, geometry = sample_ldct
+    expected = denoise_volume(volume, tiny_net, device="cpu")
+    dicom = tmp_path / "denoised_dicom"
+    assert main(["denoise", str(path), str(dicom), "--model", str(tiny_checkpoint), "--device", "cpu", "--json"]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert result["format"] == "dicom" and result["slices"] == volume.shape[0] and result["slices_per_second"] > 0
+    assert {"read_s", "denoise_s", "write_s"} <= set(result)
+    from_dicom, dicom_geometry = read_ct(dicom)
+    assert len(list(dicom.glob("*.dcm"))) == volume.shape[0]
+    assert np.abs(from_dicom - expected).max() <= 0.5 + 1e-3  # int16 DICOM pixels: rounding only
+    np.testing.assert_allclose(dicom_geometry.origin, geometry.origin, atol=1e-3)
+    np.testing.assert_allclose(dicom_geometry.spacing, geometry.spacing, atol=1e-5)
+    np.testing.assert_allclose(dicom_geometry.direction, geometry.direction, atol=1e-6)
+
+    nifti = tmp_path / "again.nii.gz"
+    assert main(["denoise", str(dicom), str(nifti), "--model", str(tiny_checkpoint), "--device", "cpu"]) == EXIT_OK
+    out = capsys.readouterr()
+    assert "slices/s" in out.out and "device cpu" in out.err and "slab size" in out.err
+    twice, _ = read_ct(nifti)
+    np.testing.assert_allclose(twice, denoise_volume(from_dicom, tiny_net, device="cpu"), atol=1e-3)
+
+
+def test_denoise_refuses_to_overwrite_unless_asked(tmp_path, tiny_checkpoint, sample_ldct, capsys):
+    path = sample_ldct[0]
+    out = tmp_path / "out.nrrd"
+    out.write_bytes(b"precious")
+    argv = ["denoise", str(path), str(out), "--model", str(tiny_checkpoint), "--device", "cpu", "--slab-size", "9"]
+    assert main(argv) == EXIT_USAGE
+    assert "--overwrite" in _one_error_line(capsys, "denoise")
+    assert out.read_bytes() == b"precious"
+    assert main(argv + ["--overwrite"]) == EXIT_OK
+    assert out.read_bytes() != b"precious"
+
+
+@pytest.mark.parametrize("make_args, fragment", [
+    (lambda tmp, src: [str(src), str(tmp / "out.png")], "output format"),
+    (lambda tmp, src: [str(tmp / "missing.nii.gz"), str(tmp / "out.nii.gz")], "does not exist"),
+    (lambda tmp, src: [str(src), str(src)], "is the input"),
+    (lambda tmp, src: [str(tmp / "broken.nii.gz"), str(tmp / "out.nii.gz")], "Cannot read"),
+    (lambda tmp, src: [str(src), str(tmp / "out.nii.gz"), "--slab-size", "0"], "--slab-size"),
+])
+def test_bad_files_and_arguments_exit_2_with_one_line(tmp_path, tiny_checkpoint, sample_ldct, capsys, make_args, fragment):
+    (tmp_path / "broken.nii.gz").write_text("this is not an image")
+    argv = ["denoise", *make_args(tmp_path, sample_ldct[0]), "--model", str(tiny_checkpoint), "--device", "cpu"]
+    assert main(argv) == EXIT_USAGE
+    assert fragment in _one_error_line(capsys, "denoise")
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_usage_errors_and_help_exit_like_argparse(capsys):
+    assert main(["denoise"]) == EXIT_USAGE  # missing INPUT OUTPUT
+    assert "required" in capsys.readouterr().err
+    assert main(["denoise", "--help"]) == EXIT_OK
+    assert "DICOM" in capsys.readouterr().out
+    assert main(["evaluate", "--input", "x.nii.gz"]) == EXIT_USAGE  # --reference missing
+
+
+def test_simulate_adds_seeded_noise(tmp_path, capsys, sample_ldct):
+    from TSCDenoiseLib.io import read_ct, write_ct
+    from TSCDenoiseLib.sample_data import NORMAL_DOSE_NAME, sample_path
+
+    ndct, geometry = read_ct(sample_path(NORMAL_DOSE_NAME))
+    small = write_ct(ndct[:2], geometry, tmp_path / "ndct.nii.gz")
+    outputs = []
+    for name in ("a.nii.gz", "b.nii.gz"):
+        assert main(["simulate", str(small), str(tmp_path / name), "--dose", "0.25", "--seed", "7", "--json"]) == EXIT_OK
+        outputs.append(read_ct(tmp_path / name)[0])
+        assert json.loads(capsys.readouterr().out)["added_noise_std_hu"] > 5
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert (outputs[0] - ndct[:2]).std() > 5
+    assert main(["simulate", str(small), str(tmp_path / "c.nii.gz"), "--dose", "1.5"]) == EXIT_USAGE
+    assert "dose fraction" in _one_error_line(capsys, "simulate")
+
+
+@pytest.mark.parametrize("fmt, suffix", [("torch_export", ".pt2"), ("torchscript", ".ts")])
+def test_export_writes_a_file_that_reproduces_the_checkpoint(tmp_path, tiny_checkpoint, capsys, fmt, suffix):
+    out = tmp_path / f"model{suffix}"
+    assert main(["export", str(out), "--model", str(tiny_checkpoint), "--format", fmt, "--json"]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert out.is_file() and result["bytes"] == out.stat().st_size
+    assert result["max_abs_difference"] < 1e-4
+    assert main(["export", str(out), "--model", str(tiny_checkpoint), "--format", fmt]) == EXIT_USAGE
+    assert "exists" in _one_error_line(capsys, "export")
+
+
+def test_evaluate_writes_a_report_for_the_input_a_model_and_the_baseline(tmp_path, tiny_checkpoint, capsys):
+    from TSCDenoiseLib.io import read_ct, write_ct
+    from TSCDenoiseLib.sample_data import NORMAL_DOSE_NAME, sample_path
+
+    # four slices of the sample's test pair keep the test quick
+    low, geometry = read_ct(sample_path())
+    high, _ = read_ct(sample_path(NORMAL_DOSE_NAME))
+    ldct = write_ct(low[:4], geometry, tmp_path / "ldct.nii.gz")
+    ndct = write_ct(high[:4], geometry, tmp_path / "ndct.nii.gz")
+    out = tmp_path / "report"
+    argv = ["evaluate", "--reference", str(ndct), "--input", str(ldct), "--model", str(tiny_checkpoint),
+            "--baselines", "--out", str(out), "--device", "cpu", "--json"]
+    assert main(argv) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    methods = result["report"]["methods"]
+    assert list(methods) == ["LDCT input", "model tiny", "anisotropic diffusion"]
+    assert methods["anisotropic diffusion"]["noise_std_hu"] < methods["LDCT input"]["noise_std_hu"]
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.md", "panel.png", "differences.png", "nps.png", "rois.png"}
+    assert json.loads((out / "metrics.json").read_text())["methods"].keys() == methods.keys()
+    assert main(argv) == EXIT_USAGE  # the report exists
+    assert "--overwrite" in _one_error_line(capsys, "evaluate")
+    assert main(argv + ["--overwrite"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["evaluate", "--reference", str(ndct), "--input", str(sample_path())]) == EXIT_USAGE
+    assert "same scan" in _one_error_line(capsys, "evaluate")

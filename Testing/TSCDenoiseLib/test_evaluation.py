@@ -47,6 +47,17 @@ def test_score_of_the_reference_itself_is_perfect():
     assert figures["rmse_hu"] == 0 and figures["ssim"] == pytest.approx(1.0) and figures["bias_hu"] == 0
 
 
+def test_score_with_spacing_adds_noise_texture_and_edge_figures():
+    clean = np.zeros((2, 64, 64), np.float32)
+    clean[:, :, :16] = -1000.0  # air beside water: an edge, and room for a flat 32-pixel ROI
+    noisy = clean + np.random.default_rng(0).normal(0, 20, clean.shape).astype(np.float32)
+    figures = score(noisy, clean, (1.0, 1.0, 2.0))
+    assert 0.2 < figures["nps_mean_frequency"] < 0.33  # white noise: flat NPS up to 0.5 cycles/mm
+    assert figures["edge_ratio"] == pytest.approx(1.0, abs=0.1)
+    perfect = score(clean, clean, (1.0, 1.0, 2.0))
+    assert perfect["nps_peak_frequency"] is None and perfect["edge_ratio"] == pytest.approx(1.0)
+
+
 def test_evaluation_scores_input_filter_and_model_and_writes_reports(tmp_path, tiny_net):
     from TSCDenoiseLib.checkpoint import save_model
 

@@ -41,5 +41,26 @@ def test_onnx_export_runs_in_onnxruntime_with_the_same_output(deforming_net, tmp
 
 def test_unknown_format_is_rejected(tiny_net, tmp_path):
     with pytest.raises(ExportError, match="torch_export"):
-        export_model(tiny_net, tmp_path / "m.ts", format="torchscript")
-    assert not (tmp_path / "m.ts").exists()
+        export_model(tiny_net, tmp_path / "m.tflite", format="tflite")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_torchscript_export_gives_the_same_output_on_other_shapes(deforming_net, tmp_path):
+    path = export_model(deforming_net, tmp_path / "model.ts", format="torchscript", example_shape=(2, 1, 32, 32))
+    exported = load_exported(path)
+    for shape in SHAPES:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), deforming_net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_fresh_network_traces_in_a_fresh_process():
+    """Importing torchvision inside the first forward used to break torch.jit.trace (ckpt_export, CLI export)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from TSCDenoiseLib.networks import TSCNet; "
+            "net = TSCNet(base_channels=8, num_attention_blocks=1, num_dems=1, attention_reduction=4).eval(); "
+            "torch.no_grad().__enter__(); torch.jit.trace(net, torch.rand(2, 1, 64, 64), check_trace=False)")
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-500:]

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from TSCDenoiseLib.errors import InvalidInputError, OutputExistsError
-from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct, write_dicom_series
+from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct, write_dicom_series, write_new_dicom_series
 
 ROWS, COLUMNS, SLICES = 12, 16, 5
 SPACING = (0.8, 0.7, 2.5)  # x (column), y (row), z
@@ -178,3 +178,23 @@ def test_dicom_writer_refuses_wrong_shape_and_non_empty_output(series, tmp_path)
         write_dicom_series(volume, folder, occupied)
     assert (occupied / "keep.txt").read_text() == "precious"
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "staging folder left behind"
+
+
+def test_new_dicom_series_from_an_oblique_volume_reads_back_with_its_geometry(tmp_path):
+    angle = np.radians(20)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    tilt = np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)], [0, np.sin(0.3), np.cos(0.3)]])
+    geometry = VolumeGeometry(spacing=SPACING, origin=(-101.5, 22.25, 340.0),
+                              direction=tuple((rotation @ tilt).reshape(-1)))
+    volume = hu_volume(3).round()
+    folder = write_new_dicom_series(volume, geometry, tmp_path / "new series")
+    back, read_geometry = read_ct(folder)
+    np.testing.assert_array_equal(back, volume)
+    np.testing.assert_allclose(read_geometry.spacing, SPACING, atol=1e-5)
+    np.testing.assert_allclose(read_geometry.origin, geometry.origin, atol=1e-4)
+    np.testing.assert_allclose(read_geometry.direction, geometry.direction, atol=1e-5)
+    first = pydicom.dcmread(sorted(folder.iterdir())[0])
+    assert first.Modality == "CT" and first.SOPClassUID == CTImageStorage and "DERIVED" in first.ImageType
+    with pytest.raises(OutputExistsError):
+        write_new_dicom_series(volume, geometry, folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["new series"]  # no staging folder left behind
