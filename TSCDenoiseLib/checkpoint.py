@@ -132,6 +132,23 @@ def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -
     return model
 
 
+def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:
+    """`model` with the weights of checkpoint `path` (same network and config), or unchanged when `path` is None.
+
+    For warm starts (e.g. a student fine-tuned from a pixel-loss student); returns `model` for chaining.
+    """
+    if path is None:
+        return model
+    payload = read_checkpoint(path)
+    if payload["network"] != type(model).__name__ or payload["config"] != model.config:
+        raise CheckpointError(
+            f"{path} holds a {payload['network']} with config {payload['config']}, but the network to initialize is a "
+            f"{type(model).__name__} with config {model.config}. Start from a checkpoint of the same network."
+        )
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model
+
+
 def default_model_path() -> Path:
     """The bundled default student checkpoint; raises DefaultModelMissingError when none ships."""
     for candidate in DEFAULT_MODEL_CANDIDATES:

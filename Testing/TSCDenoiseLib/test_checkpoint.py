@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from TSCDenoiseLib.checkpoint import FORMAT_VERSION, load_model, read_checkpoint, save_model
+from TSCDenoiseLib.checkpoint import FORMAT_VERSION, initialize_from, load_model, read_checkpoint, save_model
 from TSCDenoiseLib.errors import CheckpointError, OutputExistsError
 from TSCDenoiseLib.intensity import HUWindow
 from TSCDenoiseLib.networks import TSCNet
@@ -101,3 +101,13 @@ def test_missing_default_weights_say_what_to_do(monkeypatch, tmp_path):
         load_model(None, device="cpu")
     save_model(TSCNet(base_channels=4, num_attention_blocks=1, num_dems=1), tmp_path / "model.pt")
     assert load_model(None, device="cpu").config["base_channels"] == 4
+
+
+def test_initialize_from_copies_weights_of_the_same_network_only(tiny_net, tiny_config, tmp_path):
+    path = save_model(tiny_net, tmp_path / "start.pt")
+    fresh = TSCNet(**tiny_config)
+    assert initialize_from(fresh, None) is fresh
+    assert initialize_from(fresh, path) is fresh
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), tiny_net.state_dict().values()))
+    with pytest.raises(CheckpointError, match="same network"):
+        initialize_from(TSCNet(**{**tiny_config, "residual": False}), path)

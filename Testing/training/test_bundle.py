@@ -57,7 +57,7 @@ def test_metadata_has_the_model_zoo_required_fields():
 def test_bundle_layout_is_complete():
     for name in ("metadata.json", "train.json", "multi_gpu_train.json", "evaluate.json", "inference.json", "logging.conf"):
         assert (CONFIGS / name).is_file(), name
-    for name in ("LICENSE", "docs/README.md", "models/model.pt", "models/teacher.pt"):
+    for name in ("LICENSE", "docs/README.md", "models/model.pt", "models/teacher.pt", "models/pixel_student.pt"):
         assert (BUNDLE / name).is_file(), name
 
 
@@ -92,6 +92,18 @@ def test_student_stage_alone_uses_the_given_teacher_and_resumes(tmp_path):
     records = log_records(tmp_path / "third" / "student_log.jsonl")
     # Resumed after epoch 1 (iterations 1-2): only epoch 2 runs.
     assert [r["iteration"] for r in records if "parameter_sum" not in r] == [3, 4]
+    # Warm start: with a zero learning rate the student keeps exactly the weights it started from.
+    init = tmp_path / "second" / "model.pt"
+    train(tmp_path / "warm", stage="student", teacher_checkpoint=str(teacher), student_init=str(init), learning_rate=0.0)
+    started, ended = read_checkpoint(init)["state_dict"], read_checkpoint(tmp_path / "warm" / "model.pt")["state_dict"]
+    assert all(torch.equal(started[k], ended[k]) for k in started)
+    assert read_checkpoint(tmp_path / "warm" / "model.pt")["metadata"]["student_init"] == "model.pt"
+    with pytest.raises(Exception) as caught:  # the teacher has no global residual: another config
+        train(tmp_path / "mismatch", stage="student", teacher_checkpoint=str(teacher), student_init=str(teacher))
+    causes = [caught.value]
+    while causes[-1].__cause__ is not None:  # monai.bundle wraps the error raised in the config expression
+        causes.append(causes[-1].__cause__)
+    assert any("same network" in str(cause) for cause in causes), causes
 
 
 def test_same_seed_gives_the_same_teacher(tmp_path):
