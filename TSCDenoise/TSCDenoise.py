@@ -144,6 +144,7 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._process = None
         self._runInput = None
         self._startTime = 0.0
+        self._denoiseRate = None
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.connect("timeout()", self.onPollProcess)
@@ -243,15 +244,17 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.logic.ensureDependencies():
             return
         node = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Denoising could not start."), waitCursor=True):
-            self._process = self.logic.startDenoising(
-                node.inputVolume, modelPath=None if node.useDefaultModel else str(node.modelPath),
-                device=node.device, slabSize="auto" if node.autoSlabSize else node.slabSize,
-                mixedPrecision=node.mixedPrecision)
-        if self._process is None:
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Denoising could not start."), waitCursor=True):
+                self._process = self.logic.startDenoising(
+                    node.inputVolume, modelPath=None if node.useDefaultModel else str(node.modelPath),
+                    device=node.device, slabSize="auto" if node.autoSlabSize else node.slabSize,
+                    mixedPrecision=node.mixedPrecision)
+        except Exception:  # already shown to the user (message, with the traceback under Details)
             return
         self._runInput = node.inputVolume
         self._startTime = time.perf_counter()
+        self._denoiseRate = None
         self.ui.progressBar.value = 0
         self.ui.progressBar.show()
         self.ui.statusLabel.text = _("Starting...")
@@ -274,6 +277,8 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif kind == "notice":
                 self.ui.statusLabel.text = event["message"]
                 slicer.util.showStatusMessage(event["message"], 5000)
+            elif kind == "done":
+                self._denoiseRate = event["slices_per_second"]
         if not self._process.running:
             self._finish()
 
@@ -282,16 +287,17 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         process, self._process = self._process, None
         node = self._parameterNode
         try:
-            with slicer.util.tryWithErrorDisplay(_("Denoising failed."), waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Denoising failed; the input is unchanged."), waitCursor=True):
                 output = self.logic.finishDenoising(process, self._runInput, node.outputVolume)
                 seconds = time.perf_counter() - self._startTime
-                slices = slicer.util.arrayFromVolume(output).shape[0]
                 node.outputVolume = output
                 if node.createDifferenceVolume:
                     self.logic.createDifferenceVolume(self._runInput, output)
                 self.logic.showComparison(self._runInput, output, self.ui.fadeSlider.value)
-                self.ui.statusLabel.text = _("Done in {seconds:.1f} s ({rate:.2f} slices/s).").format(
-                    seconds=seconds, rate=slices / seconds)
+                self.ui.statusLabel.text = _("Done in {seconds:.1f} s; the network ran at {rate:.2f} slices/s.").format(
+                    seconds=seconds, rate=self._denoiseRate or 0.0)
+        except Exception:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = _("Failed; the input is unchanged and no output was written.")
         finally:
             process.cleanup()
             self.ui.progressBar.hide()
@@ -422,20 +428,22 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
                                                              torchVersionRequirement=TORCH_REQUIREMENT) is None:
                 return False
-        requirements = self.resourcePath("requirements.txt")
-        with slicer.util.tryWithErrorDisplay(_("Installing the required Python packages failed."), waitCursor=True):
-            if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):  # Slicer >= 5.11
-                slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirements), requester="TSCDenoise")
-            else:
+        requirements = str(_MODULE_DIR / "Resources" / "requirements.txt")
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Installing the required Python packages failed."), waitCursor=True):
+                if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):  # Slicer >= 5.11
+                    slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirements), requester="TSCDenoise")
+                    return True
                 missing = _missing_requirements(requirements)
-                if missing and slicer.util.confirmOkCancelDisplay(
+                if missing and not slicer.util.confirmOkCancelDisplay(
                         _("TSCDenoise needs these Python packages: {packages}. Install them now?").format(
                             packages=", ".join(missing)), windowTitle=_("TSCDenoise: install packages")):
-                    slicer.util.pip_install(missing)
-                elif missing:
                     return False
-            return True
-        return False
+                if missing:
+                    slicer.util.pip_install(" ".join(missing))  # older Slicers take one string
+                return True
+        except Exception:  # declined or failed: already shown to the user
+            return False
 
 
 def _missing_requirements(requirementsFile: str) -> list:

@@ -163,3 +163,23 @@ def test_requirements_file_pins_minimum_versions():
     requirements = [line for line in lines if line]
     assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.\-]+>=[0-9.]+", r) for r in requirements)
     assert any(r.startswith("monai>=") for r in requirements)
+
+
+# What Slicer's base classes provide (Base/Python/slicer/ScriptedLoadableModule.py), for the check below.
+BASE_METHODS = {
+    "TSCDenoiseWidget": {"resourcePath", "cleanup", "onReload", "onReloadAndTest", "onEditSource", "enter", "exit",
+                         "addObserver", "removeObserver", "removeObservers", "hasObserver", "observer"},
+    "TSCDenoiseLogic": {"getParameterNode", "getAllParameterNodes", "createParameterNode"},
+    "TSCDenoiseTest": {"delayDisplay", "setUp", "tearDown"},
+}
+
+
+def test_methods_called_on_self_exist_in_the_class_or_its_slicer_base(module_tree):
+    """E.g. resourcePath exists on the module and its widget but not on ScriptedLoadableModuleLogic."""
+    for cls in (n for n in module_tree.body if isinstance(n, ast.ClassDef) and n.name in BASE_METHODS):
+        own = {f.name for f in cls.body if isinstance(f, ast.FunctionDef)}
+        called = {node.func.attr for node in ast.walk(cls)
+                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and isinstance(node.func.value, ast.Name) and node.func.value.id == "self"}
+        unknown = {name for name in called - own - BASE_METHODS[cls.name] if not name.startswith("assert")}
+        assert not unknown, f"{cls.name} calls self.{sorted(unknown)}, which neither it nor its Slicer base class defines"
