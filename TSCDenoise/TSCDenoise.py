@@ -355,14 +355,13 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
 
     def finishDenoising(self, process, inputVolume, outputVolume=None):
         """The finished process's result in `outputVolume` (new when None); raises its error otherwise."""
-        from TSCDenoiseLib.mrml import check_output_node, new_image_like, publish_output
+        from TSCDenoiseLib.mrml import check_output_node, describe_model, new_image_like, publish_output
 
         check_output_node(inputVolume, outputVolume)
         result = process.result()
         image, voxels = new_image_like(inputVolume)
         voxels[...] = result
-        model = process.command[process.command.index("--model") + 1] if "--model" in process.command else "default"
-        return publish_output(inputVolume, image, outputVolume, model_description=model)
+        return publish_output(inputVolume, image, outputVolume, model_description=describe_model(process.model_path))
 
     def createDifferenceVolume(self, inputVolume, outputVolume):
         """A float volume input - output (the removed noise) with a diverging colormap centred on 0."""

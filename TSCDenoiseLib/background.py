@@ -46,6 +46,7 @@ class DenoiseProcess:
     ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="TSCDenoise-", dir=work_dir))
         self.input_path, self.output_path = self.folder / "input.npy", self.folder / "output.npy"
+        self.model_path = model_path
         np.save(self.input_path, np.ascontiguousarray(volume), allow_pickle=False)
         python = python_executable or sys.executable
         command = [python] if isinstance(python, str) else list(python)

@@ -59,52 +59,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     """Denoise a CT file or DICOM folder into a new file or DICOM folder."""
-    from .checkpoint import default_model_path, load_model
-    from .device import describe_device, resolve_device
-    from .inference import denoise_with_cpu_fallback, resolve_slab_size
-    from .io import read_ct
+    from .pipeline import denoise_file, output_kind
 
-    source, target = Path(args.input), Path(args.output)
-    output_kind = _output_kind(target)
-    _refuse_same_or_existing(source, target, args.overwrite)
-    timings = {}
-    started = time.perf_counter()
-    volume, geometry = read_ct(source)
-    timings["read_s"] = time.perf_counter() - started
-    device = resolve_device(args.device)
-    model_path = Path(args.model) if args.model else default_model_path()
-    model = load_model(model_path, device=device)
-    slab = resolve_slab_size(_slab_size(args.slab_size), volume.shape, device, model, args.amp)
-    _say(f"input {source} ({volume.shape[0]} x {volume.shape[1]} x {volume.shape[2]}), model {model_path}")
-    _say(f"device {describe_device(device)}, slab size {slab}, mixed precision {'on' if args.amp and device.type == 'cuda' else 'off'}")
-    started = time.perf_counter()
     with _progress_bar("denoising", quiet=args.json) as progress:
-        denoised = denoise_with_cpu_fallback(volume, model, device=device, slab_size=slab, amp=args.amp,
-                                             progress=progress, notify=_say)
-    timings["denoise_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    _write_output(denoised, geometry, source, target, output_kind, args.overwrite)
-    timings["write_s"] = time.perf_counter() - started
-    result = {"input": str(source), "output": str(target), "format": output_kind, "model": str(model_path),
-              "device": str(device), "slab_size": slab, "slices": int(volume.shape[0]),
-              **{key: round(value, 3) for key, value in timings.items()},
-              "slices_per_second": round(volume.shape[0] / timings["denoise_s"], 3)}
+        done = denoise_file(args.input, args.output, args.model, device=args.device,
+                            slab_size=_slab_size(args.slab_size), amp=args.amp, overwrite=args.overwrite,
+                            progress=progress, notify=_say)
+    result = {"input": args.input, "output": str(done.output), "format": output_kind(done.output),
+              "model": str(done.model), "device": done.device, "slab_size": done.slab_size,
+              "slices": done.slices, "read_s": round(done.read_s, 3), "denoise_s": round(done.denoise_s, 3),
+              "write_s": round(done.write_s, 3), "slices_per_second": round(done.slices_per_second, 3)}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"denoised {result['slices']} slices in {result['denoise_s']:.2f} s ({result['slices_per_second']:.2f} "
-              f"slices/s; read {result['read_s']:.2f} s, write {result['write_s']:.2f} s) -> {target}")
+              f"slices/s; read {result['read_s']:.2f} s, write {result['write_s']:.2f} s) -> {done.output}")
     return EXIT_OK
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate a low-dose CT from a normal-dose CT (projection domain) into a new file or DICOM folder."""
     from .io import read_ct
+    from .pipeline import check_output_path, write_volume
     from .simulation import simulate_low_dose
 
     source, target = Path(args.ndct), Path(args.output)
-    output_kind = _output_kind(target)
-    _refuse_same_or_existing(source, target, args.overwrite)
+    check_output_path(source, target, args.overwrite)
     if not 0 < args.dose <= 1:
         raise InvalidInputError(f"--dose is the dose fraction in (0, 1] (0.25 = quarter dose), got {args.dose}.")
     volume, geometry = read_ct(source)
@@ -115,7 +95,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     low = simulate_low_dose(volume, dose=args.dose, seed=args.seed, pixel_spacing=spacing_x, i0=args.i0)
     seconds = time.perf_counter() - started
-    _write_output(low, geometry, source, target, output_kind, args.overwrite)
+    write_volume(low, geometry, source, target, args.overwrite)
     result = {"input": str(source), "output": str(target), "dose": args.dose, "i0": args.i0, "seed": args.seed,
               "slices": int(volume.shape[0]), "seconds": round(seconds, 2),
               "added_noise_std_hu": round(float((low - volume).std()), 2)}
@@ -178,9 +158,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     model_path = Path(args.model) if args.model else default_model_path()
     model = load_model(model_path, device="cpu")
     target = Path(args.out)
-    if target.exists() and not args.overwrite:
-        raise InvalidInputError(f"{target} exists already; pass --overwrite or choose another path.")
-    _say(f"exporting {model_path} as {args.format} -> {target}")
     export_model(model, target, format=args.format, overwrite=args.overwrite)
     x = torch.rand(1, 1, 61, 67, generator=torch.Generator().manual_seed(0))  # not a multiple of 4 on purpose
     with torch.no_grad():
@@ -218,42 +195,11 @@ def _run_onnx(path: Path, x):
 
 LOW_DOSE_LABEL = "LDCT input"
 CLASSICAL_LABEL = "anisotropic diffusion"
-IMAGE_OUTPUTS = (".nii", ".nii.gz", ".nrrd", ".mha")
-
-
-def _output_kind(path: Path) -> str:
-    """"image" for .nii/.nii.gz/.nrrd/.mha, "dicom" for a folder (a path without a suffix)."""
-    name = path.name.lower()
-    if any(name.endswith(suffix) for suffix in IMAGE_OUTPUTS):
-        return "image"
-    if path.is_dir() or "." not in name:
-        return "dicom"
-    raise InvalidInputError(f"Cannot tell the output format of {path}: use .nii, .nii.gz, .nrrd or .mha, "
-                            "or a folder name (no suffix) for a DICOM series.")
-
-
-def _refuse_same_or_existing(source: Path, target: Path, overwrite: bool) -> None:
-    if target.resolve() == source.resolve():
-        raise InvalidInputError(f"The output {target} is the input; choose a new path so the input is kept.")
-    exists = target.is_file() or (target.is_dir() and any(target.iterdir()))
-    if exists and not overwrite:
-        raise InvalidInputError(f"{target} exists already; pass --overwrite or choose another output path.")
 
 
 def _refuse_existing_report(folder: Path, overwrite: bool) -> None:
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
         raise InvalidInputError(f"{folder} exists and is not empty; pass --overwrite or choose another --out folder.")
-
-
-def _write_output(array, geometry, source: Path, target: Path, kind: str, overwrite: bool) -> None:
-    from .io import write_ct, write_dicom_series, write_new_dicom_series
-
-    if kind == "image":
-        write_ct(array, geometry, target, overwrite=overwrite)
-    elif source.is_dir():  # a derived series: patient, study and slice tags come from the source series
-        write_dicom_series(array, source, target, overwrite=overwrite)
-    else:
-        write_new_dicom_series(array, geometry, target, overwrite=overwrite)
 
 
 def _unique(existing: Dict, label: str) -> str:

@@ -122,19 +122,17 @@ def score(image: np.ndarray, reference: np.ndarray, spacing: Optional[Sequence[f
         "bias_hu": hu_bias(image, reference, flat),
     }
     if spacing is not None:
-        figures.update(_texture_figures(image, reference, spacing,
-                                        texture_rois(reference) if rois is None else rois))
+        rois = texture_rois(reference) if rois is None else rois
+        noise = roi_spectrum(image.astype(np.float32) - reference.astype(np.float32), rois, spacing) if rois else None
+        figures.update(noise_texture_figures(noise, image, reference))
     return figures
 
 
-def _texture_figures(image: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
-                     rois: Sequence[SquareRoi]) -> Dict[str, Optional[float]]:
-    peak = mean = None
-    if rois:
-        noise = image.astype(np.float32) - reference.astype(np.float32)
-        spectrum = roi_spectrum(noise, rois, spacing)
-        peak, mean = spectrum.peak_frequency, spectrum.mean_frequency
-    return {"nps_peak_frequency": peak, "nps_mean_frequency": mean,
+def noise_texture_figures(noise: Optional[RoiSpectrum], image: np.ndarray,
+                          reference: np.ndarray) -> Dict[str, Optional[float]]:
+    """Peak and mean frequency of the noise spectrum (None without one) and the edge gradient ratio."""
+    return {"nps_peak_frequency": noise.peak_frequency if noise else None,
+            "nps_mean_frequency": noise.mean_frequency if noise else None,
             "edge_ratio": edge_gradient_ratio(image, reference)}
 
 
@@ -149,14 +147,19 @@ def _load_pairs(entries: Sequence[dict]) -> list:
     return pairs
 
 
-def _run_method(method: Callable[[np.ndarray, Sequence[float]], np.ndarray], pairs: list) -> Dict[str, Optional[float]]:
-    """Slice-weighted mean of each figure over the volumes, plus the total run time."""
+def _run_method(method: Callable[[np.ndarray, Sequence[float]], np.ndarray], pairs: list,
+                rois: Sequence[list]) -> Dict[str, Optional[float]]:
+    """Slice-weighted mean of each figure over the volumes, plus the total run time.
+
+    ``rois`` holds each reference's :func:`texture_rois`, found once for all methods.
+    """
     scores, weights, seconds = [], [], 0.0
-    for low, high, spacing in pairs:
+    for (low, high, spacing), volume_rois in zip(pairs, rois):
         started = time.perf_counter()
         output = method(low, spacing)
         seconds += time.perf_counter() - started
-        scores.append(score(output, high, spacing))
+        noise = roi_spectrum(output.astype(np.float32) - high, volume_rois, spacing) if volume_rois else None
+        scores.append({**score(output, high), **noise_texture_figures(noise, output, high)})
         weights.append(low.shape[0])
     return {**_weighted_means(scores, weights), "seconds": round(seconds, 2)}
 
@@ -201,7 +204,8 @@ def evaluate_models(
     if split not in splits:
         raise InvalidInputError(f"Datalist {datalist} has no {split!r} split; it has {', '.join(splits)}.")
     pairs = _load_pairs(splits[split])
-    results: Dict[str, dict] = {LOW_DOSE_NAME: _run_method(lambda low, spacing: low, pairs)}
+    rois = [texture_rois(high) for _, high, _ in pairs]
+    results: Dict[str, dict] = {LOW_DOSE_NAME: _run_method(lambda low, spacing: low, pairs, rois)}
     settings: Dict[str, dict] = {}
     if classical:
         if tune_split not in splits:
@@ -211,13 +215,13 @@ def evaluate_models(
         settings[CLASSICAL_NAME] = tuned
         conductance, count = tuned["conductance"], tuned["iterations"]
         results[CLASSICAL_NAME] = _run_method(
-            lambda low, spacing: anisotropic_diffusion(low, spacing, conductance, count), pairs)
+            lambda low, spacing: anisotropic_diffusion(low, spacing, conductance, count), pairs, rois)
     for name, path in (models or {}).items():
         model = load_model(path, device=device)
         settings[name] = {"checkpoint": str(path), "network": type(model).__name__,
                           **{k: v for k, v in model.checkpoint_metadata.items() if isinstance(v, (int, float, str))}}
         results[name] = _run_method(
-            lambda low, spacing: denoise_volume(low, model, slab_size=slab_size, device=device), pairs)
+            lambda low, spacing: denoise_volume(low, model, slab_size=slab_size, device=device), pairs, rois)
     report = {
         "datalist": str(datalist),
         "split": split,

@@ -54,7 +54,7 @@ def denoise_volume_node(
     image, result = new_image_like(input_node)
     denoise_with_cpu_fallback(voxels, network, slab_size=slab_size, device=device, amp=amp, progress=progress,
                               cancel=cancel, check_hu=check_hu, out=result, notify=notify)
-    return publish_output(input_node, image, output_node, model_description=_describe(model, network))
+    return publish_output(input_node, image, output_node, model_description=describe_model(model))
 
 
 def volume_voxels(node: Any) -> np.ndarray:
@@ -167,11 +167,12 @@ def _load(model: ModelLike, device: str) -> Any:
     return model
 
 
-def _describe(model: ModelLike, network: Any) -> str:
+def describe_model(model: ModelLike) -> str:
+    """How the output node records its model: the default's file name, a checkpoint path, or the network class."""
     if model is None:
         from .checkpoint import default_model_path
 
         return f"default ({default_model_path().name})"
     if isinstance(model, (str, os.PathLike)):
         return os.fspath(model)
-    return type(network).__name__
+    return type(model).__name__

@@ -17,7 +17,8 @@ import numpy as np
 
 from .atomic import atomic_output_file, refuse_existing
 from .errors import InvalidInputError, TSCDenoiseError
-from .evaluation import COLUMNS, FULL_WINDOW, RoiSpectrum, roi_spectrum, score, table_lines, texture_rois
+from .evaluation import (COLUMNS, FULL_WINDOW, RoiSpectrum, noise_texture_figures, roi_spectrum, score, table_lines,
+                         texture_rois)
 from .metrics import SOFT_TISSUE_WINDOW, SquareRoi
 
 REFERENCE_NAME = "NDCT reference"
@@ -74,14 +75,14 @@ def evaluate_methods(reference: np.ndarray, methods: Mapping[str, np.ndarray], s
     noise_curves: Dict[str, list] = {}
     image_curves: Dict[str, list] = {}
     texture = roi_spectrum(reference, rois, spacing)
-    reference_figures = _texture_figures(texture)
+    reference_figures = _image_texture_figures(texture)
     image_curves[REFERENCE_NAME] = _curve(texture)
     for name, volume in methods.items():
         volume = np.asarray(volume, dtype=np.float32)
         noise = roi_spectrum(volume - reference, rois, spacing)
         image = roi_spectrum(volume, rois, spacing)
-        figures[name] = {**score(volume, reference, spacing, rois), "nps_variance_hu2": noise.variance,
-                         **_texture_figures(image)}
+        figures[name] = {**score(volume, reference, rois=rois), **noise_texture_figures(noise, volume, reference),
+                         "nps_variance_hu2": noise.variance, **_image_texture_figures(image)}
         if seconds and name in seconds:
             figures[name]["seconds"] = float(seconds[name])
         noise_curves[name], image_curves[name] = _curve(noise), _curve(image)
@@ -112,7 +113,7 @@ def _check_volumes(reference: np.ndarray, methods: Mapping[str, np.ndarray], spa
         raise InvalidInputError(f"spacing must be three positive (x, y, z) sizes in mm, got {tuple(spacing)}.")
 
 
-def _texture_figures(spectrum: RoiSpectrum) -> dict:
+def _image_texture_figures(spectrum: RoiSpectrum) -> dict:
     return {"texture_peak_frequency": spectrum.peak_frequency, "texture_mean_frequency": spectrum.mean_frequency,
             "texture_std_hu": float(np.sqrt(spectrum.variance))}
 

@@ -38,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
     volume = np.load(args.input, mmap_mode="r", allow_pickle=False)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    slab = resolve_slab_size(args.slab_size, volume.shape if volume.ndim == 3 else (1,) + volume.shape,
-                             device, model, args.amp)
-    emit("start", device=describe_device(device), slab_size=slab, slices=int(volume.shape[0]) if volume.ndim == 3 else 1)
+    shape = volume.shape if volume.ndim == 3 else (1,) + volume.shape  # a 2D slice is one slice
+    slices = int(shape[0])
+    slab = resolve_slab_size(args.slab_size, shape, device, model, args.amp)
+    emit("start", device=describe_device(device), slab_size=slab, slices=slices)
     started = time.perf_counter()
     with atomic_output_file(args.output, overwrite=False, suffix=".npy") as tmp:
         result = np.lib.format.open_memmap(tmp, mode="w+", dtype=volume.dtype, shape=volume.shape)
@@ -52,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
         result.flush()
         del result
     seconds = time.perf_counter() - started
-    slices = volume.shape[0] if volume.ndim == 3 else 1
     emit("done", seconds=round(seconds, 3), slices_per_second=round(slices / seconds, 3) if seconds > 0 else None)
     return EXIT_OK
 
