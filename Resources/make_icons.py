@@ -2,9 +2,9 @@
 
     python Resources/make_icons.py
 
-One axial slice of the synthetic head of ``TSCDenoiseLib.phantom.make_phantom`` (mid-brain, with the
+One axial slice of the synthetic head of ``TSCDenoiseLib.training.phantom.make_phantom`` (mid-brain, with the
 lateral ventricles), cropped to a square around the head, brain window: the left half is its
-simulated low-dose scan (``TSCDenoiseLib.simulation``, quarter dose, projection-domain noise, so
+simulated low-dose scan (``TSCDenoiseLib.training.simulation``, quarter dose, projection-domain noise, so
 it has the texture of real CT noise), the right half the phantom itself (normal dose), split by a
 thin amber line. Nearest-neighbour sampling, so that each icon pixel is a pixel of the slice and the
 noise is not averaged away. Writes ``Resources/TSCDenoise.png`` (128 x 128, the extension icon,
@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from TSCDenoiseLib.phantom import make_phantom  # noqa: E402
-from TSCDenoiseLib.simulation import LowDoseParameters, LowDoseSimulator  # noqa: E402
+from TSCDenoiseLib.training.phantom import make_phantom  # noqa: E402
+from TSCDenoiseLib.training.simulation import LowDoseParameters, LowDoseSimulator  # noqa: E402
 
 ICONS = {ROOT / "Resources" / "TSCDenoise.png": 128, ROOT / "TSCDenoise" / "Resources" / "Icons" / "TSCDenoise.png": 64}
 WINDOW = (-20.0, 100.0)  # HU: level 40, width 120 (brain)

@@ -33,7 +33,7 @@ if not (_MODULE_DIR / "TSCDenoiseLib").is_dir() and (_MODULE_DIR.parent / "TSCDe
     sys.path.insert(0, str(_MODULE_DIR.parent))  # source checkout: the engine lives at the repository root
 
 import TSCDenoiseLib  # noqa: E402  (cheap: submodules, and torch, load on first use)
-from TSCDenoiseLib.sample_data import LOW_DOSE_NAME, NORMAL_DOSE_NAME, sample_path  # noqa: E402
+from TSCDenoiseLib.core.resources import SAMPLE_LOW_DOSE_FILE, SAMPLE_NORMAL_DOSE_FILE, sample_path  # noqa: E402
 
 TORCH_REQUIREMENT = ">=2.4"
 POLL_INTERVAL_MS = 100
@@ -41,8 +41,8 @@ DIFFERENCE_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
 SAMPLE_CATEGORY = "TSCDenoise"
 # SHA256 of the bundled sample files (checked by SampleData; Testing/TSCDenoise checks them against the files)
 SAMPLE_CHECKSUMS = {
-    LOW_DOSE_NAME: "SHA256:dddd5de5279aea8d50fa19f55ce592f7ddd78519b7d8b0942c94938a3253195d",
-    NORMAL_DOSE_NAME: "SHA256:efd02ef96bc9f7525060c6cdc36714278efe4e3d997037dfa6c2c62f4809f790",
+    SAMPLE_LOW_DOSE_FILE: "SHA256:dddd5de5279aea8d50fa19f55ce592f7ddd78519b7d8b0942c94938a3253195d",
+    SAMPLE_NORMAL_DOSE_FILE: "SHA256:efd02ef96bc9f7525060c6cdc36714278efe4e3d997037dfa6c2c62f4809f790",
 }
 
 
@@ -79,8 +79,8 @@ def registerSampleData() -> None:
 
     SampleData.SampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, title=_("TSCDenoise"))
     for name, node_name, title in (
-        (LOW_DOSE_NAME, "TSCDenoiseLowDoseHead", _("Low-dose head CT")),
-        (NORMAL_DOSE_NAME, "TSCDenoiseNormalDoseHead", _("Normal-dose head CT (reference)")),
+        (SAMPLE_LOW_DOSE_FILE, "TSCDenoiseLowDoseHead", _("Low-dose head CT")),
+        (SAMPLE_NORMAL_DOSE_FILE, "TSCDenoiseNormalDoseHead", _("Normal-dose head CT (reference)")),
     ):
         try:
             path = sample_path(name)
@@ -336,8 +336,8 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
 
     def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", slabSize="auto",
                 mixedPrecision=True, progress=None, cancel=None):
-        """Denoise in this process (blocking) and return the output node; see TSCDenoiseLib.mrml."""
-        from TSCDenoiseLib.mrml import denoise_volume_node
+        """Denoise in this process (blocking) and return the output node; see TSCDenoiseLib.mrml.nodes."""
+        from TSCDenoiseLib.mrml.nodes import denoise_volume_node
 
         return denoise_volume_node(inputVolume, outputVolume, model=modelPath, device=device, slab_size=slabSize,
                                    amp=mixedPrecision, progress=progress, cancel=cancel,
@@ -345,8 +345,8 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
 
     def startDenoising(self, inputVolume, modelPath=None, device="auto", slabSize="auto", mixedPrecision=True):
         """Start denoising in a separate PythonSlicer process; returns the running DenoiseProcess."""
-        from TSCDenoiseLib.background import DenoiseProcess
-        from TSCDenoiseLib.mrml import volume_voxels
+        from TSCDenoiseLib.mrml.background import DenoiseProcess
+        from TSCDenoiseLib.mrml.nodes import volume_voxels
 
         voxels = volume_voxels(inputVolume)
         python = shutil.which("PythonSlicer") or sys.executable
@@ -355,7 +355,7 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
 
     def finishDenoising(self, process, inputVolume, outputVolume=None):
         """The finished process's result in `outputVolume` (new when None); raises its error otherwise."""
-        from TSCDenoiseLib.mrml import check_output_node, describe_model, new_image_like, publish_output
+        from TSCDenoiseLib.mrml.nodes import check_output_node, describe_model, new_image_like, publish_output
 
         check_output_node(inputVolume, outputVolume)
         result = process.result()
@@ -404,7 +404,7 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
         """What `device` resolves to here, with the GPU's name and free memory; no torch import if missing."""
         if find_spec("torch") is None:
             return _("PyTorch is not installed yet; Denoise offers to install it.")
-        from TSCDenoiseLib.device import describe_device, resolve_device
+        from TSCDenoiseLib.core.device import describe_device, resolve_device
 
         try:
             return describe_device(resolve_device(device))
@@ -493,8 +493,8 @@ class TSCDenoiseTest(ScriptedLoadableModuleTest):
         """The first `slices` slices of the bundled low-dose sample, with its geometry, and the reference."""
         import numpy as np
 
-        low = slicer.util.loadVolume(str(sample_path(LOW_DOSE_NAME)))
-        reference = slicer.util.loadVolume(str(sample_path(NORMAL_DOSE_NAME)))
+        low = slicer.util.loadVolume(str(sample_path(SAMPLE_LOW_DOSE_FILE)))
+        reference = slicer.util.loadVolume(str(sample_path(SAMPLE_NORMAL_DOSE_FILE)))
         slab = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sample slab")
         slicer.util.updateVolumeFromArray(slab, np.ascontiguousarray(slicer.util.arrayFromVolume(low)[:slices]))
         matrix = vtk.vtkMatrix4x4()
@@ -505,7 +505,7 @@ class TSCDenoiseTest(ScriptedLoadableModuleTest):
     def test_SampleIsDenoisedOnCpu(self):
         import numpy as np
 
-        from TSCDenoiseLib.metrics import flat_soft_tissue_mask, noise_std
+        from TSCDenoiseLib.core.metrics import flat_soft_tissue_mask, noise_std
 
         self.delayDisplay("Denoising 3 slices of the sample on the CPU")
         slab, reference = self._sampleSlab()

@@ -5,7 +5,6 @@ start-up) and parts that need no torch (e.g. I/O) work without it.
 """
 
 from importlib import import_module
-from importlib.util import find_spec
 from typing import Any
 
 from .errors import (
@@ -18,16 +17,17 @@ from .errors import (
     OutputExistsError,
     TSCDenoiseError,
 )
+from .lazy import submodule_getattr
 from .version import __version__
 
 _LAZY = {
     "TSCNet": "networks",
-    "denoise_volume": "inference",
-    "load_model": "checkpoint",
-    "save_model": "checkpoint",
-    "export_model": "export",
-    "backend_info": "backend",
-    "HUWindow": "intensity",
+    "denoise_volume": "core.inference",
+    "load_model": "core.checkpoint",
+    "save_model": "core.checkpoint",
+    "export_model": "core.export",
+    "runtime_info": "core.device",
+    "HUWindow": "core.intensity",
 }
 
 __all__ = sorted(
@@ -46,10 +46,10 @@ __all__ = sorted(
 )
 
 
+_submodule = submodule_getattr(__name__)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
-        # `TSCDenoiseLib.data...` after a bare `import TSCDenoiseLib` (as MONAI bundle configs write it)
-        return import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _submodule(name)

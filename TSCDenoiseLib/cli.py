@@ -20,10 +20,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print versions, devices, the deformable-convolution backend and the default model."""
-    from .backend import backend_info
-    from .checkpoint import default_model_path, read_checkpoint
+    from .core.device import runtime_info
+    from .core.checkpoint import read_checkpoint
+    from .core.resources import default_model_path
 
-    info = backend_info()
+    info = runtime_info()
     try:
         path = default_model_path()
         payload = read_checkpoint(path)
@@ -59,7 +60,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     """Denoise a CT file or DICOM folder into a new file or DICOM folder."""
-    from .pipeline import denoise_file, output_kind
+    from .io.pipeline import denoise_file, output_kind
 
     with _progress_bar("denoising", quiet=args.json) as progress:
         done = denoise_file(args.input, args.output, args.model, device=args.device,
@@ -80,8 +81,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate a low-dose CT from a normal-dose CT (projection domain) into a new file or DICOM folder."""
     from .io import read_ct
-    from .pipeline import check_output_path, write_volume
-    from .simulation import simulate_low_dose
+    from .io.pipeline import check_output_path, write_volume
+    from .training.simulation import simulate_low_dose
 
     source, target = Path(args.ndct), Path(args.output)
     check_output_path(source, target, args.overwrite)
@@ -107,10 +108,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the low-dose input, each model (and classical baselines) against a normal-dose reference."""
-    from .checkpoint import default_model_path, load_model
-    from .inference import denoise_volume
+    from .core.checkpoint import load_model
+    from .core.resources import default_model_path
+    from .core.inference import denoise_volume
     from .io import read_ct
-    from .report import evaluate_methods, write_report
+    from .evaluation.report import evaluate_methods, write_report
+    from .evaluation.scoring import CLASSICAL_LABEL, LOW_DOSE_LABEL
 
     reference, geometry = read_ct(args.reference)
     low, _ = read_ct(args.input)
@@ -131,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                             progress=progress)
         seconds[label] = time.perf_counter() - started
     if args.baselines:
-        from .classical import SAMPLE_TUNED_CONDUCTANCE, SAMPLE_TUNED_ITERATIONS, anisotropic_diffusion
+        from .evaluation.baselines import SAMPLE_TUNED_CONDUCTANCE, SAMPLE_TUNED_ITERATIONS, anisotropic_diffusion
 
         started = time.perf_counter()
         methods[CLASSICAL_LABEL] = anisotropic_diffusion(low, geometry.spacing, SAMPLE_TUNED_CONDUCTANCE,
@@ -152,8 +155,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a checkpoint to a deployable file and check it gives the checkpoint's output."""
     import torch
 
-    from .checkpoint import default_model_path, load_model
-    from .export import export_model, load_exported
+    from .core.checkpoint import load_model
+    from .core.resources import default_model_path
+    from .core.export import export_model, load_exported
 
     model_path = Path(args.model) if args.model else default_model_path()
     model = load_model(model_path, device="cpu")
@@ -192,9 +196,6 @@ def _run_onnx(path: Path, x):
     output = session.run(None, {session.get_inputs()[0].name: padded.numpy()})[0]
     return torch.from_numpy(output)[..., :h, :w]
 
-
-LOW_DOSE_LABEL = "LDCT input"
-CLASSICAL_LABEL = "anisotropic diffusion"
 
 
 def _refuse_existing_report(folder: Path, overwrite: bool) -> None:

@@ -11,7 +11,7 @@ from .errors import InvalidInputError
 
 
 def _scores(image: np.ndarray, reference: np.ndarray, flat: np.ndarray) -> dict:
-    from .metrics import noise_std, psnr, rmse
+    from .core.metrics import noise_std, psnr, rmse
 
     body = reference > -900
     return {
@@ -24,13 +24,14 @@ def _scores(image: np.ndarray, reference: np.ndarray, flat: np.ndarray) -> dict:
 def run_demo(output: str | Path, model_path: str | Path | None = None, device: str = "auto",
              slab_size: int | str = "auto", overwrite: bool = False, progress=None) -> dict:
     """Denoise the sample's test slab, write it to ``output`` and return timings and scores."""
-    from .checkpoint import default_model_path, load_model
-    from .inference import denoise_volume
+    from .core.checkpoint import load_model
+    from .core.resources import default_model_path
+    from .core.inference import denoise_volume
     from .io import read_ct, write_ct
-    from .metrics import flat_soft_tissue_mask
-    from .sample_data import NORMAL_DOSE_NAME, sample_path
+    from .core.metrics import flat_soft_tissue_mask
+    from .core.resources import SAMPLE_NORMAL_DOSE_FILE, sample_path
 
-    sample_ldct, sample_ndct = sample_path(), sample_path(NORMAL_DOSE_NAME)
+    sample_ldct, sample_ndct = sample_path(), sample_path(SAMPLE_NORMAL_DOSE_FILE)
     output = Path(output)
     if output.exists() and not overwrite:
         raise InvalidInputError(f"{output} exists already; pass --overwrite or choose another --out path.")

@@ -11,7 +11,7 @@ only here: nothing at run time downloads data).
 Writes next to this script: ``cranium/{ndct,ldct}_{training,validation,test}.nii.gz`` (int16 HU,
 the axial slabs z 0-69 / 74-85 / 90-107 with 4-slice gaps so no split sees its neighbour's
 anatomy), ``datalist.json`` and ``preview.png`` (NDCT / simulated LDCT / difference).
-The low-dose volumes are simulated quarter dose (``TSCDenoiseLib.simulation``, fan beam,
+The low-dose volumes are simulated quarter dose (``TSCDenoiseLib.training.simulation``, fan beam,
 I0 = 2.25e5, electronic noise variance 8, fixed seeds), so a rebuild is bit-identical.
 """
 
@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from a checkout without installing
 
 from TSCDenoiseLib.io import VolumeGeometry, write_ct  # noqa: E402
-from TSCDenoiseLib.simulation import simulate_low_dose  # noqa: E402
+from TSCDenoiseLib.training.simulation import simulate_low_dose  # noqa: E402
 
 SPLITS = {"training": (0, 70), "validation": (74, 86), "test": (90, 108)}
 DOSE = 0.25

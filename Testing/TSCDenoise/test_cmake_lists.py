@@ -86,20 +86,37 @@ def top_cmake() -> str:
     return TOP_CMAKE.read_text()
 
 
-# --- (a) every engine file is listed -----------------------------------------------------------------------
+# --- (a) every file of the Slicer path is listed, and nothing else ------------------------------------------
+
+# What the Slicer module imports: the top level and these subpackages (numpy, torch, SimpleITK, pydicom only).
+SLICER_SUBPACKAGES = ("networks", "core", "io", "mrml")
+# Training and evaluation need MONAI, astra-toolbox, scipy or matplotlib: the extension does not ship them.
+NOT_SHIPPED = ("training", "evaluation")
 
 
-def test_every_tscdenoiselib_python_file_is_listed(module_cmake):
+def slicer_path_files() -> set:
+    files = {p.name for p in LIB_DIR.glob("*.py")}
+    for sub in SLICER_SUBPACKAGES:
+        files |= {f"{sub}/{p.name}" for p in (LIB_DIR / sub).glob("*.py")}
+    return files
+
+
+def test_every_slicer_path_file_is_listed_and_nothing_else(module_cmake):
     listed = list_variable(module_cmake, "TSCDenoiseLib_PYTHON_FILES")
     assert listed, "TSCDenoise/CMakeLists.txt has no set(TSCDenoiseLib_PYTHON_FILES ...)"
-    on_disk = {p.relative_to(LIB_DIR).as_posix() for p in LIB_DIR.rglob("*.py") if "__pycache__" not in p.parts}
-    not_listed = sorted(on_disk - set(listed))
-    missing = sorted(set(listed) - on_disk)
+    wanted = slicer_path_files()
+    not_listed = sorted(wanted - set(listed))
+    extra = sorted(set(listed) - wanted)
     duplicated = sorted({f for f in listed if listed.count(f) > 1})
     assert not not_listed, f"TSCDenoiseLib files missing from TSCDenoise/CMakeLists.txt: {not_listed}"
-    assert not missing, f"TSCDenoise/CMakeLists.txt lists TSCDenoiseLib files that do not exist: {missing}"
+    assert not extra, f"TSCDenoise/CMakeLists.txt lists files that are not on the Slicer path (or do not exist): {extra}"
     assert not duplicated, f"TSCDenoiseLib files listed twice: {duplicated}"
     assert not re.search(r"\bfile\s*\(\s*GLOB", strip_comments(module_cmake), re.I), "list the files, no file(GLOB)"
+
+
+def test_every_package_folder_is_either_shipped_or_not_on_purpose():
+    folders = {p.name for p in LIB_DIR.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders == set(SLICER_SUBPACKAGES) | set(NOT_SHIPPED), f"decide whether Slicer needs {folders}"
 
 
 def test_tscdenoiselib_files_are_copied_next_to_the_module(module_cmake):
@@ -180,7 +197,7 @@ def in_package(path: Path) -> str:
 
 
 def test_default_weights_go_where_checkpoint_looks_first(module_cmake):
-    from TSCDenoiseLib.checkpoint import DEFAULT_MODEL_CANDIDATES
+    from TSCDenoiseLib.core.resources import DEFAULT_MODEL_CANDIDATES
 
     expected = in_package(DEFAULT_MODEL_CANDIDATES[0])
     assert expected == "TSCDenoiseLib/models/model.pt"
@@ -190,12 +207,12 @@ def test_default_weights_go_where_checkpoint_looks_first(module_cmake):
 
 
 def test_sample_data_is_bundled_with_its_license(module_cmake):
-    from TSCDenoiseLib.sample_data import LOW_DOSE_NAME, NORMAL_DOSE_NAME, SAMPLE_DATA_CANDIDATES
+    from TSCDenoiseLib.core.resources import SAMPLE_LOW_DOSE_FILE, SAMPLE_NORMAL_DOSE_FILE, SAMPLE_DATA_CANDIDATES
 
     folder = in_package(SAMPLE_DATA_CANDIDATES[0])
     assert folder == "TSCDenoiseLib/sample_data"
     files = data_files(module_cmake)
-    for name in (LOW_DOSE_NAME, NORMAL_DOSE_NAME, "LICENSE"):
+    for name in (SAMPLE_LOW_DOSE_FILE, SAMPLE_NORMAL_DOSE_FILE, "LICENSE"):
         destination = f"{folder}/{name}"
         assert files.get(destination) == f"Resources/SampleData/cranium/{name}", (destination, files)
 

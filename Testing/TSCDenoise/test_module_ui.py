@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from TSCDenoiseLib.sample_data import sample_path
+from TSCDenoiseLib.core.resources import sample_path
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "TSCDenoise"
 MODULE_FILE = MODULE_DIR / "TSCDenoise.py"
@@ -154,7 +154,7 @@ def test_sample_data_checksums_match_the_bundled_files(module_tree):
     source = MODULE_FILE.read_text(encoding="utf-8")
     for name in ("ldct_test.nii.gz", "ndct_test.nii.gz"):
         digest = hashlib.sha256(sample_path(name).read_bytes()).hexdigest()
-        constant = {"ldct_test.nii.gz": "LOW_DOSE_NAME", "ndct_test.nii.gz": "NORMAL_DOSE_NAME"}[name]
+        constant = {"ldct_test.nii.gz": "SAMPLE_LOW_DOSE_FILE", "ndct_test.nii.gz": "SAMPLE_NORMAL_DOSE_FILE"}[name]
         assert re.search(rf'{constant}: "SHA256:{digest}"', source), f"update SAMPLE_CHECKSUMS for {name} to {digest}"
 
 

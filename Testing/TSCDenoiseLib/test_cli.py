@@ -6,7 +6,7 @@ import numpy as np
 
 import pytest
 
-from TSCDenoiseLib.checkpoint import save_model
+from TSCDenoiseLib.core.checkpoint import save_model
 from TSCDenoiseLib.cli import EXIT_OK, EXIT_USAGE, main
 
 pytest.importorskip("SimpleITK")
@@ -54,7 +54,7 @@ def tiny_checkpoint(tiny_net, tmp_path):
 @pytest.fixture
 def sample_ldct():
     from TSCDenoiseLib.io import read_ct
-    from TSCDenoiseLib.sample_data import sample_path
+    from TSCDenoiseLib.core.resources import sample_path
 
     path = sample_path()
     volume, geometry = read_ct(path)
@@ -68,7 +68,7 @@ def _one_error_line(capsys, command):
 
 
 def test_denoise_nifti_to_dicom_and_dicom_to_nifti(tmp_path, tiny_net, tiny_checkpoint, sample_ldct, capsys):
-    from TSCDenoiseLib.inference import denoise_volume
+    from TSCDenoiseLib.core.inference import denoise_volume
     from TSCDenoiseLib.io import read_ct
 
     path, volume, geometry = sample_ldct
@@ -130,9 +130,9 @@ def test_usage_errors_and_help_exit_like_argparse(capsys):
 
 def test_simulate_adds_seeded_noise(tmp_path, capsys, sample_ldct):
     from TSCDenoiseLib.io import read_ct, write_ct
-    from TSCDenoiseLib.sample_data import NORMAL_DOSE_NAME, sample_path
+    from TSCDenoiseLib.core.resources import SAMPLE_NORMAL_DOSE_FILE, sample_path
 
-    ndct, geometry = read_ct(sample_path(NORMAL_DOSE_NAME))
+    ndct, geometry = read_ct(sample_path(SAMPLE_NORMAL_DOSE_FILE))
     small = write_ct(ndct[:2], geometry, tmp_path / "ndct.nii.gz")
     outputs = []
     for name in ("a.nii.gz", "b.nii.gz"):
@@ -158,11 +158,11 @@ def test_export_writes_a_file_that_reproduces_the_checkpoint(tmp_path, tiny_chec
 
 def test_evaluate_writes_a_report_for_the_input_a_model_and_the_baseline(tmp_path, tiny_checkpoint, capsys):
     from TSCDenoiseLib.io import read_ct, write_ct
-    from TSCDenoiseLib.sample_data import NORMAL_DOSE_NAME, sample_path
+    from TSCDenoiseLib.core.resources import SAMPLE_NORMAL_DOSE_FILE, sample_path
 
     # four slices of the sample's test pair keep the test quick
     low, geometry = read_ct(sample_path())
-    high, _ = read_ct(sample_path(NORMAL_DOSE_NAME))
+    high, _ = read_ct(sample_path(SAMPLE_NORMAL_DOSE_FILE))
     ldct = write_ct(low[:4], geometry, tmp_path / "ldct.nii.gz")
     ndct = write_ct(high[:4], geometry, tmp_path / "ndct.nii.gz")
     out = tmp_path / "report"

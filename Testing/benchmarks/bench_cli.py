@@ -26,10 +26,10 @@ from pathlib import Path
 
 from bench_inference import synthetic_ct
 from bench_utils import sync
-from TSCDenoiseLib.checkpoint import load_model
+from TSCDenoiseLib.core.checkpoint import load_model
 from TSCDenoiseLib.cli import main as cli_main
-from TSCDenoiseLib.device import describe_device, resolve_device
-from TSCDenoiseLib.inference import denoise_volume
+from TSCDenoiseLib.core.device import describe_device, resolve_device
+from TSCDenoiseLib.core.inference import denoise_volume
 from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from bench_utils import PeakRSS, interleaved_medians
-from TSCDenoiseLib.device import describe_device, resolve_device
-from TSCDenoiseLib.inference import denoise_volume, resolve_slab_size
-from TSCDenoiseLib.intensity import HUWindow
+from TSCDenoiseLib.core.device import describe_device, resolve_device
+from TSCDenoiseLib.core.inference import denoise_volume, resolve_slab_size
+from TSCDenoiseLib.core.intensity import HUWindow
 from TSCDenoiseLib.networks import TSCNet
 
 

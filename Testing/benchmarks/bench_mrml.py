@@ -29,11 +29,11 @@ from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from bench_inference import make_model, synthetic_ct
 from bench_utils import PeakRSS, interleaved_medians
-from TSCDenoiseLib.background import DenoiseProcess
-from TSCDenoiseLib.checkpoint import save_model
-from TSCDenoiseLib.device import describe_device, resolve_device
-from TSCDenoiseLib.inference import denoise_volume
-from TSCDenoiseLib.mrml import denoise_volume_node
+from TSCDenoiseLib.mrml.background import DenoiseProcess
+from TSCDenoiseLib.core.checkpoint import save_model
+from TSCDenoiseLib.core.device import describe_device, resolve_device
+from TSCDenoiseLib.core.inference import denoise_volume
+from TSCDenoiseLib.mrml.nodes import denoise_volume_node
 
 
 def volume_node(scene, shape):

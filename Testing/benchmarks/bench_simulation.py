@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from bench_utils import interleaved_medians
-from TSCDenoiseLib.simulation import LowDoseParameters, LowDoseSimulator, ParallelBeamGeometry, hu_to_mu
+from TSCDenoiseLib.training.simulation import LowDoseParameters, LowDoseSimulator, ParallelBeamGeometry, hu_to_mu
 
 
 def phantom(size: int) -> np.ndarray:

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.utils import set_determinism
 
-from TSCDenoiseLib.data import read_datalist
+from TSCDenoiseLib.training.data import read_datalist
 from TSCDenoiseLib.networks import TSCNet
-from TSCDenoiseLib.transforms import training_transforms
+from TSCDenoiseLib.training.transforms import training_transforms
 
 DATALIST = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "datalist.json"
 

@@ -16,7 +16,7 @@ import torch
 pytest.importorskip("monai")
 from monai.bundle import run as bundle_run  # noqa: E402
 
-from TSCDenoiseLib.checkpoint import load_model, read_checkpoint  # noqa: E402
+from TSCDenoiseLib.core.checkpoint import load_model, read_checkpoint  # noqa: E402
 
 BUNDLE = Path(__file__).resolve().parents[2] / "training"
 CONFIGS = BUNDLE / "configs"
@@ -157,8 +157,8 @@ def test_two_process_gloo_training_syncs_weights_and_only_rank0_writes(tmp_path)
 def test_inference_config_denoises_a_file_like_the_engine(tmp_path, tiny_net):
     import numpy as np
 
-    from TSCDenoiseLib.checkpoint import save_model
-    from TSCDenoiseLib.inference import denoise_volume
+    from TSCDenoiseLib.core.checkpoint import save_model
+    from TSCDenoiseLib.core.inference import denoise_volume
     from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct
 
     volume = (np.random.default_rng(0).normal(40, 20, (3, 24, 28))).astype(np.float32)
@@ -173,7 +173,7 @@ def test_inference_config_denoises_a_file_like_the_engine(tmp_path, tiny_net):
 def test_ckpt_export_traces_a_torchscript_file_with_the_same_output(tmp_path, tiny_net):
     from monai.bundle import ckpt_export
 
-    from TSCDenoiseLib.checkpoint import save_model
+    from TSCDenoiseLib.core.checkpoint import save_model
 
     model = save_model(tiny_net, tmp_path / "tiny.pt")
     ckpt_export("network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(model), key_in_ckpt="state_dict",
@@ -187,10 +187,10 @@ def test_ckpt_export_traces_a_torchscript_file_with_the_same_output(tmp_path, ti
 
 
 def test_simulated_low_dose_needs_only_normal_dose_files(tmp_path):
-    from TSCDenoiseLib.sample_data import NORMAL_DOSE_NAME, sample_path
+    from TSCDenoiseLib.core.resources import SAMPLE_NORMAL_DOSE_FILE, sample_path
     from TSCDenoiseLib.io import read_ct, write_ct
 
-    volume, geometry = read_ct(sample_path(NORMAL_DOSE_NAME))
+    volume, geometry = read_ct(sample_path(SAMPLE_NORMAL_DOSE_FILE))
     entries = {}
     for split, z in (("training", slice(0, 4)), ("validation", slice(6, 8))):
         path = write_ct(volume[z, 64:192, 64:192], geometry, tmp_path / f"{split}.nii.gz")

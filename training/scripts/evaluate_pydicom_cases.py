@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from TSCDenoiseLib.checkpoint import load_model
-from TSCDenoiseLib.inference import denoise_volume
+from TSCDenoiseLib.core.checkpoint import load_model
+from TSCDenoiseLib.core.inference import denoise_volume
 from TSCDenoiseLib.io import read_ct
-from TSCDenoiseLib.metrics import flat_soft_tissue_mask, noise_std, psnr, rmse
-from TSCDenoiseLib.simulation import simulate_low_dose
+from TSCDenoiseLib.core.metrics import flat_soft_tissue_mask, noise_std, psnr, rmse
+from TSCDenoiseLib.training.simulation import simulate_low_dose
 
 CASES = ("CT_small.dcm", "J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm")
 SEED = 7

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from TSCDenoiseLib.checkpoint import load_model
-from TSCDenoiseLib.data import read_datalist, training_loader
-from TSCDenoiseLib.losses import ContrastiveRegularization, DEFAULT_CR_WEIGHTS, KnowledgeTransferLoss
+from TSCDenoiseLib.core.checkpoint import load_model
+from TSCDenoiseLib.training.data import read_datalist, training_loader
+from TSCDenoiseLib.training.losses import ContrastiveRegularization, DEFAULT_CR_WEIGHTS, KnowledgeTransferLoss
 from TSCDenoiseLib.networks import TSCNet
 
 SAMPLE_DATALIST = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "datalist.json"

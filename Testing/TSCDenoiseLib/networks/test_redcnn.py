@@ -2,7 +2,7 @@
 
 import torch
 
-from TSCDenoiseLib.checkpoint import load_model, save_model
+from TSCDenoiseLib.core.checkpoint import load_model, save_model
 from TSCDenoiseLib.networks import REDCNN
 
 

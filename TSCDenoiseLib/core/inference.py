@@ -1,0 +1,219 @@
+"""Volume inference: denoise a CT volume in HU slab by slab (axial slices per forward pass)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from functools import partial
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import resolve_device
+from ..errors import DenoiseCancelled, InvalidVolumeError, TSCDenoiseError
+from .intensity import HUWindow
+from .slab_runners import CpuSlabRunner, CudaSlabRunner, torch_dtype_of
+from .volume_checks import validate_ct_volume
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+CPU_SLAB_BUDGET_BYTES = 256 << 20  # on the CPU one 512x512 slice per pass was fastest (bench_inference.py)
+GPU_FREE_MEMORY_FRACTION = 0.5
+MAX_AUTO_SLAB = 64
+# Peak activation bytes per pixel and per base channel of one slice in an inference forward pass,
+# measured with Testing/benchmarks/bench_inference.py (fp32, pure-PyTorch DCN: 25-31 B), rounded up.
+ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 32.0
+
+
+class DenoiseOutOfMemory(TSCDenoiseError, MemoryError):
+    """Even a single slice does not fit in the GPU's memory."""
+
+
+def denoise_volume(
+    volume_hu: np.ndarray,
+    model: nn.Module,
+    slab_size: Union[str, int] = "auto",
+    device: Union[str, torch.device] = "auto",
+    amp: bool = True,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    check_hu: bool = True,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Denoise a CT volume (Z, Y, X) or slice (Y, X) in HU; returns a new array of the same shape and dtype.
+
+    The input is never modified. Integer inputs come back rounded (and clipped to the dtype's range).
+    `slab_size` is the number of axial slices per forward pass ("auto": from free memory). `amp` uses
+    bf16 (else fp16) autocast on CUDA and is ignored on the CPU. `progress(done, total)` is called after
+    every slab; `cancel()` is polled before each slab and stops the run with `DenoiseCancelled`.
+    Values outside the model's HU window are passed through unchanged by the network (see `_denoise_slab`).
+    `check_hu=False` skips the plausibility checks of the values (not the NaN/shape/type checks).
+    `out`: a writable C-contiguous array of the input's shape and dtype, not sharing memory with it, that
+    receives the result (and is returned) instead of a new array: e.g. a view of a Slicer volume's voxels.
+    """
+    volume = validate_ct_volume(volume_hu, check_hu=check_hu)
+    slices = volume[np.newaxis] if volume.ndim == 2 else volume
+    device = resolve_device(device)
+    runner = _model_on(model, device)
+    window = HUWindow.from_any(getattr(model, "hu_window", None))
+    slab = resolve_slab_size(slab_size, slices.shape, device, runner, amp)
+    autocast_dtype = _autocast_dtype(device) if amp else None
+    result = _output_array(out, volume)
+    output = result[np.newaxis] if volume.ndim == 2 else result
+    total = slices.shape[0]
+    compute = partial(_denoise_slab, model=runner, window=window, autocast_dtype=autocast_dtype,
+                      out_dtype=torch_dtype_of(output.dtype))
+    on_done = (lambda done: progress(done, total)) if progress is not None else (lambda done: None)
+    if device.type == "cuda":
+        slabs = CudaSlabRunner(slices, output, compute, on_done, device, max_slab=slab)
+    else:
+        slabs = CpuSlabRunner(slices, output, compute, on_done)
+
+    start = 0
+    while start < total:
+        if cancel is not None and cancel():
+            raise DenoiseCancelled(f"Denoising cancelled after {start} of {total} slices; nothing was returned.")
+        stop = min(start + slab, total)
+        try:
+            slabs.submit(start, stop)
+        except torch.cuda.OutOfMemoryError:
+            slabs.collect()
+            if slab == 1:
+                raise DenoiseOutOfMemory(
+                    f"One {slices.shape[1]}x{slices.shape[2]} slice does not fit in the free memory of {device}. "
+                    "Close other GPU programs, or run on the CPU (device='cpu')."
+                ) from None
+            torch.cuda.empty_cache()
+            slab = max(slab // 2, 1)
+            logger.warning("CUDA out of memory: retrying with %d slices per slab.", slab)
+            continue
+        start = stop
+    slabs.collect()
+    return result
+
+
+def _output_array(out: Optional[np.ndarray], volume: np.ndarray) -> np.ndarray:
+    """`out` checked for use as the result, or a new array like `volume`."""
+    if out is None:
+        return np.empty_like(volume)
+    if not isinstance(out, np.ndarray) or out.shape != volume.shape or out.dtype != volume.dtype:
+        got = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise InvalidVolumeError(
+            f"out must be an array of the input's shape and dtype ({volume.shape} {volume.dtype}), got {got}."
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise InvalidVolumeError("out must be a writable, C-contiguous array (e.g. np.empty_like(volume)).")
+    if np.shares_memory(out, volume):
+        raise InvalidVolumeError("out shares memory with the input; the input is never overwritten. Pass a new array.")
+    return out
+
+
+def resolve_slab_size(
+    slab_size: Union[str, int], shape: tuple, device: torch.device, model: nn.Module, amp: bool
+) -> int:
+    """Slices per forward pass: `slab_size` itself, or for "auto" what fits the device's memory budget."""
+    if isinstance(slab_size, str):
+        if slab_size != "auto":
+            raise InvalidVolumeError(f"slab_size must be 'auto' or a positive integer, got {slab_size!r}.")
+        per_slice = estimate_slice_bytes(model, shape[-2], shape[-1], half=amp and device.type == "cuda")
+        budget = _memory_budget(device)
+        return int(max(1, min(budget // per_slice, MAX_AUTO_SLAB, shape[0])))
+    if isinstance(slab_size, bool) or not isinstance(slab_size, (int, np.integer)) or slab_size < 1:
+        raise InvalidVolumeError(f"slab_size must be 'auto' or a positive integer, got {slab_size!r}.")
+    return int(slab_size)
+
+
+def estimate_slice_bytes(model: nn.Module, height: int, width: int, half: bool = False) -> int:
+    """Estimated peak activation memory of one slice in an inference forward pass."""
+    channels = getattr(model, "config", {}).get("base_channels", 32)
+    padded = (height + 3) // 4 * 4 * ((width + 3) // 4 * 4)
+    per_pixel = ACTIVATION_BYTES_PER_PIXEL_CHANNEL * channels * (0.5 if half else 1.0)
+    return int(padded * per_pixel)
+
+
+def _memory_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * GPU_FREE_MEMORY_FRACTION)
+    return CPU_SLAB_BUDGET_BYTES
+
+
+def _autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _model_on(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model in eval mode on `device`; the caller's model is copied rather than moved or switched."""
+    params = list(model.parameters())
+    on_device = all(p.device == device or (p.device.type == device.type and device.index is None) for p in params)
+    if on_device and not model.training:
+        return model
+    return copy.deepcopy(model).to(device).eval()
+
+
+def _denoise_slab(
+    raw: torch.Tensor, model: nn.Module, window: HUWindow, autocast_dtype: Optional[torch.dtype], out_dtype: torch.dtype
+) -> torch.Tensor:
+    """Denoise (n, Y, X) slices in HU (any numeric dtype, on the model's device), returned in `out_dtype`.
+
+    The network sees the window-clipped image; what the clip removed (metal above the window, padding
+    below it) is added back afterwards, so values outside the window keep their HU.
+    """
+    with torch.inference_mode():
+        hu = raw.float()
+        clipped = hu.clamp(window.low, window.high)
+        x = window.normalize(clipped, clip=False).unsqueeze(1)
+        with torch.autocast(hu.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            y = model(x)
+        denoised = window.denormalize(y.float().squeeze(1)) + (hu - clipped)
+        if not out_dtype.is_floating_point:
+            info = torch.iinfo(out_dtype)
+            denoised = denoised.round_().clamp_(info.min, info.max)
+        return denoised.to(out_dtype)
+
+
+def denoise_with_cpu_fallback(
+    volume_hu: np.ndarray,
+    model: nn.Module,
+    device: Union[str, torch.device] = "auto",
+    notify: Optional[Callable[[str], None]] = None,
+    **options,
+) -> np.ndarray:
+    """`denoise_volume`, retried on the CPU when even one slice does not fit in the GPU's memory.
+
+    `notify(message)` hears about the fallback (and about slab halving, which `denoise_volume` does
+    itself); `options` are `denoise_volume`'s other keyword arguments.
+    """
+    target = resolve_device(device)
+    handler = _NotifyHandler(notify) if notify is not None else None
+    if handler is not None:
+        logger.addHandler(handler)
+    try:
+        return denoise_volume(volume_hu, model, device=target, **options)
+    except DenoiseOutOfMemory as exc:
+        if target.type == "cpu":
+            raise
+        if notify is not None:
+            notify(f"{exc} Continuing on the CPU, which is slower.")
+        return denoise_volume(volume_hu, model, device="cpu", **options)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+
+
+class _NotifyHandler(logging.Handler):
+    """Forwards this module's warnings (e.g. slab halving on out-of-memory) to a notify callback."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.notify = notify
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notify(record.getMessage())

@@ -1,0 +1,77 @@
+"""Checks that an array is a CT image in HU before the engine touches it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidVolumeError
+
+# Lowest/highest values a CT in HU plausibly holds: padding outside the field of view is often -3024
+# or -32768; dense metal saturates near the top of int16 or beyond on extended-range scanners.
+HU_FLOOR = -32768.0
+HU_CEILING = 65535.0
+_CHUNK_VOXELS = 1 << 24
+
+
+def validate_ct_volume(volume: np.ndarray, check_hu: bool = True) -> np.ndarray:
+    """Return `volume` as an ndarray if it is a 2D/3D real CT in HU; else raise InvalidVolumeError."""
+    if not isinstance(volume, np.ndarray):
+        raise InvalidVolumeError(
+            f"Expected a numpy array in HU, got {type(volume).__name__}. Convert it first, e.g. "
+            "np.asarray(image) or slicer.util.arrayFromVolume(node)."
+        )
+    if volume.dtype == np.bool_ or not (np.issubdtype(volume.dtype, np.integer) or np.issubdtype(volume.dtype, np.floating)):
+        raise InvalidVolumeError(
+            f"The volume has dtype {volume.dtype}; a CT needs real numbers in HU (integer or float). "
+            "Label maps, masks, complex or RGB data cannot be denoised."
+        )
+    if volume.ndim not in (2, 3):
+        raise InvalidVolumeError(
+            f"Expected a 3D volume (Z, Y, X) or a 2D slice (Y, X), got shape {volume.shape}. "
+            "Denoise each volume of a time series or multi-channel image separately."
+        )
+    if volume.size == 0:
+        raise InvalidVolumeError(f"The volume is empty (shape {volume.shape}).")
+    low, high, bad = _range_and_nonfinite(volume)
+    if bad:
+        raise InvalidVolumeError(
+            f"The volume holds {bad} NaN or infinite values. Replace them first (e.g. with -1024 HU, air)."
+        )
+    if check_hu:
+        _check_hu_range(low, high)
+    return volume
+
+
+def _range_and_nonfinite(volume: np.ndarray):
+    """(min, max, count of non-finite values), chunked so no full-size temporary is made."""
+    flat = volume.reshape(-1)
+    if np.issubdtype(volume.dtype, np.integer):
+        return float(flat.min()), float(flat.max()), 0
+    low, high, bad = np.inf, -np.inf, 0
+    for start in range(0, flat.size, _CHUNK_VOXELS):
+        chunk = flat[start:start + _CHUNK_VOXELS]
+        finite = np.isfinite(chunk)
+        bad += int(chunk.size - np.count_nonzero(finite))
+        if bad == 0:
+            low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+    return low, high, bad
+
+
+def _check_hu_range(low: float, high: float) -> None:
+    hint = " If you are sure this is CT in HU, pass check_hu=False."
+    if low < HU_FLOOR or high > HU_CEILING:
+        raise InvalidVolumeError(
+            f"Values lie in [{low:g}, {high:g}], beyond any CT scale ({HU_FLOOR:g} to {HU_CEILING:g} HU). "
+            "Check the rescale slope/intercept of the image." + hint
+        )
+    if low >= -1.0 and high <= 1.0:
+        raise InvalidVolumeError(
+            f"Values lie in [{low:g}, {high:g}]: this looks like normalized intensities, not Hounsfield units. "
+            "Pass the CT in HU (air about -1000, water 0, bone above 300)." + hint
+        )
+    if low >= 0.0:
+        raise InvalidVolumeError(
+            f"Values lie in [{low:g}, {high:g}] with nothing below 0: a CT in HU has air near -1000. This looks "
+            "like MR, or CT stored values before the rescale intercept (e.g. 0..4095); convert to HU first "
+            "(HU = stored * RescaleSlope + RescaleIntercept)." + hint
+        )

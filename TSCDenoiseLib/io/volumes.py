@@ -1,0 +1,82 @@
+"""Read CT volumes (DICOM series or file, NIfTI, NRRD, MHA/MHD) and write image files.
+
+Arrays are float32 HU shaped (Z, Y, X); :class:`VolumeGeometry` carries ITK's spacing,
+origin and direction. SimpleITK reads (sorting slices by position, applying rescale
+slope/intercept); DICOM series are written by `.dicom`. Writing never overwrites unless
+asked and goes through a temporary name in the destination folder, then a rename.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import atomic_output_file
+from ..errors import InvalidInputError
+from .dicom import dicom_series_files
+from .geometry import VolumeGeometry
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def read_ct(path: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, VolumeGeometry]:
+    """(float32 HU array (Z, Y, X), geometry) from a DICOM folder or file, NIfTI, NRRD or MHA."""
+    sitk = _sitk()
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"{path} does not exist.")
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(dicom_series_files(path, series_uid))
+        image = reader.Execute()
+    else:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise InvalidInputError(
+                f"Cannot read {path} as an image ({str(error).strip().splitlines()[-1]}); "
+                f"give a DICOM folder or file, or one of {', '.join(IMAGE_SUFFIXES)}."
+            ) from error
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InvalidInputError(
+            f"{path} has {image.GetNumberOfComponentsPerPixel()} components per pixel (colour or vector image); "
+            "CT needs one scalar per voxel: export the original grayscale series."
+        )
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    if image.GetDimension() != 3:
+        raise InvalidInputError(f"{path} is {image.GetDimension()}D; give a 2D or 3D CT (split 4D series first).")
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    return array, VolumeGeometry.from_sitk(image)
+
+
+def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, overwrite: bool = False) -> Path:
+    """Write a (Z, Y, X) or (Y, X) array (dtype kept) as NIfTI, NRRD or MHA, atomically."""
+    sitk = _sitk()
+    path = Path(path)
+    if _suffix(path) not in IMAGE_SUFFIXES or _suffix(path) in (".mhd", ".nhdr"):
+        raise InvalidInputError(
+            f"Cannot write {path.name}: use .nii, .nii.gz, .nrrd or .mha (or write_dicom_series for DICOM)."
+        )
+    array = np.asarray(array_hu)
+    if array.ndim not in (2, 3):
+        raise InvalidInputError(f"write_ct needs a 2D or 3D array, got shape {array.shape}.")
+    image = sitk.GetImageFromArray(array if array.ndim == 3 else array[None])
+    geometry.apply_to(image)
+    with atomic_output_file(path, overwrite=overwrite, suffix=".tmp" + _suffix(path)) as temporary:
+        sitk.WriteImage(image, str(temporary), True)
+    return path
+

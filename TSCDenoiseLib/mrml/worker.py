@@ -1,0 +1,93 @@
+"""Denoise a volume in a separate process: ``python -m TSCDenoiseLib.mrml.worker INPUT.npy OUTPUT.npy [options]``.
+
+The Slicer module runs this in ``PythonSlicer`` so the GUI stays responsive and Cancel can kill the
+whole process tree. Each stdout line that starts with ``EVENT_PREFIX`` carries one JSON event:
+``start`` (device, slab size, slices), ``progress`` (done, total), ``notice`` (message), ``done``
+(seconds, slices_per_second) or ``error`` (message, kind "input" or "failure"). Exit codes are the
+CLI's: 0 success, 1 runtime failure, 2 bad input. The output .npy appears only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+EVENT_PREFIX = "TSCDENOISE "
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Write one event line and flush it, so the parent sees progress as it happens."""
+    print(EVENT_PREFIX + json.dumps({"event": event, **fields}), flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the input array and the model, denoise into a memory-mapped output, rename it into place."""
+    import numpy as np
+
+    from ..core.atomic import atomic_output_file
+    from ..core.checkpoint import load_model
+    from ..core.device import describe_device, resolve_device
+    from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
+
+    volume = np.load(args.input, mmap_mode="r", allow_pickle=False)
+    device = resolve_device(args.device)
+    model = load_model(args.model, device=device)
+    shape = volume.shape if volume.ndim == 3 else (1,) + volume.shape  # a 2D slice is one slice
+    slices = int(shape[0])
+    slab = resolve_slab_size(args.slab_size, shape, device, model, args.amp)
+    emit("start", device=describe_device(device), slab_size=slab, slices=slices)
+    started = time.perf_counter()
+    with atomic_output_file(args.output, overwrite=False, suffix=".npy") as tmp:
+        result = np.lib.format.open_memmap(tmp, mode="w+", dtype=volume.dtype, shape=volume.shape)
+        denoise_with_cpu_fallback(
+            volume, model, device=device, slab_size=slab, amp=args.amp, check_hu=args.check_hu, out=result,
+            progress=lambda done, total: emit("progress", done=done, total=total),
+            notify=lambda message: emit("notice", message=message),
+        )
+        result.flush()
+        del result
+    seconds = time.perf_counter() - started
+    emit("done", seconds=round(seconds, 3), slices_per_second=round(slices / seconds, 3) if seconds > 0 else None)
+    return EXIT_OK
+
+
+def _slab_size(text: str):
+    return text if text == "auto" else int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m TSCDenoiseLib.mrml.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("input", type=Path, help="input volume, a .npy file in HU (Z, Y, X)")
+    parser.add_argument("output", type=Path, help="where to write the denoised .npy (must not exist)")
+    parser.add_argument("--model", help="checkpoint file (default: the bundled default model)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--slab-size", type=_slab_size, default="auto", help="axial slices per forward pass")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
+    parser.add_argument("--no-check-hu", dest="check_hu", action="store_false", help="skip the HU plausibility check")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from ..errors import InvalidInputError, TSCDenoiseError
+
+    args = build_parser().parse_args(argv)
+    # Cancel sends SIGTERM: exit through the finally blocks so no temporary output is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_FAILURE))
+    try:
+        return run(args)
+    except InvalidInputError as exc:
+        emit("error", message=str(exc), kind="input")
+        return EXIT_USAGE
+    except (TSCDenoiseError, OSError, ValueError) as exc:
+        emit("error", message=str(exc) or type(exc).__name__, kind="failure")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

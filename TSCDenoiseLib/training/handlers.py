@@ -1,0 +1,109 @@
+"""Ignite/MONAI event handlers for training: best-model checkpoints in the engine's format, a JSONL log."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from ..core.checkpoint import save_model
+from .engines import loss_terms_output
+from ..core.intensity import HUWindow
+
+
+class BestModelSaver:
+    """Attach to an evaluator: whenever its key metric improves, write `network` with `save_model`.
+
+    Unlike MONAI's ``CheckpointSaver`` (which saves the whole training state for resuming), this writes
+    the deployable one-file checkpoint (weights, config, HU window, role) that ``load_model`` reads,
+    and records the metric, epoch and `metadata` in it. Under DDP only rank 0 writes.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        path: str | Path,
+        role: str,
+        hu_window: HUWindow | Sequence[float] | None = None,
+        higher_is_better: bool = True,
+        **metadata: Any,
+    ) -> None:
+        self.network = network
+        self.path = Path(path)
+        self.role = role
+        self.hu_window = HUWindow.from_any(hu_window)
+        self.higher_is_better = higher_is_better
+        self.metadata = metadata
+        self.best: Optional[float] = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return  # every rank holds the same weights under DDP; rank 0 alone writes them
+        name = engine.state.key_metric_name
+        value = float(engine.state.metrics[name])
+        if math.isnan(value):
+            return
+        improved = self.best is None or (value > self.best if self.higher_is_better else value < self.best)
+        if not improved:
+            return
+        self.best = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(self.network, self.path, role=self.role, hu_window=self.hu_window, overwrite=True,
+                   **self.metadata, best_metric=name, best_metric_value=round(value, 4), epoch=engine.state.epoch)
+
+
+class TrainingLog:
+    """Attach to a trainer: append JSON lines with the loss terms every `interval` iterations, and at
+    each epoch's end the learning rate, the validator's latest metrics (if one is given) and a
+    parameter checksum (equal on every rank under DDP)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        network: nn.Module,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        interval: int = 10,
+        output_transform: Optional[Callable] = None,
+        validator: Optional[Engine] = None,
+    ) -> None:
+        self.path = Path(path)
+        self.network = network
+        self.optimizer = optimizer
+        self.validator = validator
+        self.interval = max(1, int(interval))
+        self.output_transform = output_transform
+        self._started = time.perf_counter()
+
+    def attach(self, engine: Engine) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")  # a fresh log per run
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.log_iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.log_epoch)
+
+    def _append(self, record: dict) -> None:
+        record["seconds"] = round(time.perf_counter() - self._started, 2)
+        with self.path.open("a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def log_iteration(self, engine: Engine) -> None:
+        terms = (self.output_transform or loss_terms_output)(engine.state.output)
+        self._append({"epoch": engine.state.epoch, "iteration": engine.state.iteration, **terms})
+
+    def log_epoch(self, engine: Engine) -> None:
+        with torch.no_grad():
+            checksum = float(sum(p.double().sum() for p in self.network.parameters()))
+        record = {"epoch": engine.state.epoch, "iteration": engine.state.iteration, "parameter_sum": checksum}
+        if self.optimizer is not None:
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.validator is not None and self.validator.state.epoch == engine.state.epoch:
+            record.update({name: float(value) for name, value in self.validator.state.metrics.items()})
+        self._append(record)

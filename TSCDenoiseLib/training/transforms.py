@@ -1,0 +1,195 @@
+"""MONAI dictionary transforms for paired CT (keys ``ldct`` / ``ndct``).
+
+Arrays are channel-first MONAI images: (1, X, Y, Z) after ``LoadImaged`` of a volume,
+(1, X, Y) for an axial slice. Random transforms applied with one key list use the
+same random draw for every key, which keeps the pair aligned.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    RandFlipd,
+    RandomizableTransform,
+    RandRotate90d,
+    RandSpatialCropd,
+    RandSpatialCropSamplesd,
+    SqueezeDimd,
+)
+
+from ..errors import InvalidInputError, InvalidVolumeError
+from ..core.intensity import HUWindow
+from ..core.volume_checks import validate_ct_volume
+
+PAIR_KEYS = ("ldct", "ndct")
+# NIfTI through nibabel. For NRRD/MHA datalists pass reader="ITKReader" (needs `pip install itk`), or
+# convert with TSCDenoiseLib.io.write_ct. Naming the reader also keeps MONAI from probing every reader.
+DEFAULT_READER = "NibabelReader"
+
+
+def _source_name(image) -> str:
+    meta = getattr(image, "meta", {}) or {}
+    return str(meta.get("filename_or_obj", "<array>"))
+
+
+class EnsureCTd(MapTransform):
+    """Refuse images that are not CT in HU, and pairs whose shapes differ, naming the file."""
+
+    def __init__(self, keys: KeysCollection = PAIR_KEYS, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        shapes = {}
+        for key in self.key_iterator(d):
+            image = d[key]
+            array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+            try:
+                validate_ct_volume(array[0] if array.ndim == 4 else array)
+            except InvalidVolumeError as error:
+                raise InvalidVolumeError(f"{key} image {_source_name(image)}: {error}") from error
+            shapes[key] = tuple(array.shape)
+        if len(set(shapes.values())) > 1:
+            names = ", ".join(f"{key} {_source_name(d[key])} {shape}" for key, shape in shapes.items())
+            raise InvalidInputError(f"Unpaired images with different shapes: {names}. A pair must share one grid.")
+        return d
+
+
+class NormalizeHUd(MapTransform):
+    """HU -> [0, 1] with a checkpoint's :class:`HUWindow` (clipped); ``inverse`` maps back to HU."""
+
+    def __init__(self, keys: KeysCollection = PAIR_KEYS, window=None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.window = HUWindow.from_any(window)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.window.normalize(d[key] * 1.0)  # *1.0: a float copy, the input stays untouched
+        return d
+
+    def inverse(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.window.denormalize(d[key])
+        return d
+
+
+class SimulateLowDosed(RandomizableTransform, MapTransform):
+    """Make ``ldct`` from ``ndct`` on the fly: projection-domain simulation, random dose per call.
+
+    Works on one axial slice (1, X, Y) or a volume (1, X, Y, Z), in HU (place it before
+    :class:`NormalizeHUd`). Simulate whole axial slices, then crop: the noise depends on the
+    path lengths through the whole body, which a patch alone does not have.
+    """
+
+    def __init__(
+        self,
+        source_key: str = "ndct",
+        output_key: str = "ldct",
+        dose_range: Sequence[float] = (0.25, 0.25),
+        pixel_spacing: float | None = None,
+        prob: float = 1.0,
+        **simulation_parameters,
+    ) -> None:
+        MapTransform.__init__(self, [source_key])
+        RandomizableTransform.__init__(self, prob)
+        low, high = (float(v) for v in dose_range)
+        if not 0.0 < low <= high <= 1.0:
+            raise InvalidInputError(f"dose_range must satisfy 0 < low <= high <= 1, got {dose_range}.")
+        self.source_key, self.output_key = source_key, output_key
+        self.dose_range = (low, high)
+        self.pixel_spacing = pixel_spacing
+        self.simulation_parameters = simulation_parameters
+        self._dose = low
+        self._seed = 0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self._dose = float(self.R.uniform(*self.dose_range))
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def _spacing(self, image) -> float:
+        if self.pixel_spacing is not None:
+            return float(self.pixel_spacing)
+        pixdim = getattr(image, "pixdim", None)
+        if pixdim is None:
+            raise InvalidInputError(
+                "SimulateLowDosed needs the pixel spacing: load with LoadImaged (which keeps it) or pass pixel_spacing=."
+            )
+        spacing = np.asarray(pixdim, dtype=float)
+        return float(spacing[0])
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from .simulation import simulate_low_dose
+
+        d = dict(data)
+        self.randomize()
+        source = d[self.source_key]
+        if not self._do_transform:
+            d[self.output_key] = source.clone() if isinstance(source, torch.Tensor) else np.copy(source)
+            return d
+        spacing = self._spacing(source)
+        array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+        image = array[0].astype(np.float32)
+        # MONAI's (X, Y[, Z]) -> the engine's (Y, X) / (Z, Y, X), and back.
+        engine_order = image.T
+        low_dose = simulate_low_dose(engine_order, self._dose, seed=self._seed, pixel_spacing=spacing,
+                                     **self.simulation_parameters).T[None]
+        if isinstance(source, torch.Tensor):
+            output = source.clone()
+            output[...] = torch.from_numpy(np.ascontiguousarray(low_dose)).to(source.dtype)
+            d[self.output_key] = output
+        else:
+            d[self.output_key] = low_dose.astype(array.dtype)
+        return d
+
+
+def training_transforms(
+    window=None,
+    patch_size: int = 64,
+    samples_per_volume: int = 8,
+    simulate: bool = False,
+    dose_range: Sequence[float] = (0.25, 0.25),
+    reader: str = DEFAULT_READER,
+) -> Compose:
+    """Load a pair of volumes, check them, draw ``samples_per_volume`` paired 2D axial patches.
+
+    With ``simulate=True`` only ``ndct`` is loaded and ``ldct`` is simulated per slice.
+    """
+    keys = ["ndct"] if simulate else list(PAIR_KEYS)
+    steps = [
+        LoadImaged(keys=keys, reader=reader, image_only=True, ensure_channel_first=True),
+        EnsureCTd(keys=keys),
+        RandSpatialCropSamplesd(keys=keys, roi_size=(-1, -1, 1), num_samples=samples_per_volume, random_size=False),
+        SqueezeDimd(keys=keys, dim=-1),
+    ]
+    if simulate:
+        steps.append(SimulateLowDosed(dose_range=dose_range))
+    steps += [
+        RandSpatialCropd(keys=list(PAIR_KEYS), roi_size=(patch_size, patch_size), random_size=False),
+        RandFlipd(keys=list(PAIR_KEYS), prob=0.5, spatial_axis=0),
+        RandFlipd(keys=list(PAIR_KEYS), prob=0.5, spatial_axis=1),
+        RandRotate90d(keys=list(PAIR_KEYS), prob=0.5, max_k=3),
+        NormalizeHUd(keys=list(PAIR_KEYS), window=window),
+        EnsureTyped(keys=list(PAIR_KEYS), dtype=torch.float32, track_meta=False),
+    ]
+    return Compose(steps)
+
+
+def volume_transforms(window=None, keys: Sequence[str] = PAIR_KEYS, reader: str = DEFAULT_READER) -> Compose:
+    """Load and check a pair of volumes, normalized (for validation and evaluation)."""
+    return Compose([
+        LoadImaged(keys=list(keys), reader=reader, image_only=True, ensure_channel_first=True),
+        EnsureCTd(keys=list(keys)),
+        NormalizeHUd(keys=list(keys), window=window),
+        EnsureTyped(keys=list(keys), dtype=torch.float32),
+    ])

@@ -1,0 +1,175 @@
+import numpy as np
+import pytest
+import torch
+
+from TSCDenoiseLib.errors import DenoiseCancelled, InvalidVolumeError
+from TSCDenoiseLib.core.inference import denoise_volume, estimate_slice_bytes, resolve_slab_size
+from TSCDenoiseLib.core.intensity import HUWindow
+
+
+def _ct(shape=(7, 23, 30), seed=0, dtype=np.float32):
+    """A small CT-like volume in HU: air around a noisy water disc with a bone insert."""
+    rng = np.random.default_rng(seed)
+    z, y, x = shape
+    yy, xx = np.mgrid[:y, :x]
+    disc = (yy - y / 2) ** 2 + (xx - x / 2) ** 2 < (min(y, x) / 2.5) ** 2
+    volume = np.where(disc, 0.0, -1000.0)[None].repeat(z, 0)
+    volume[:, y // 2 - 2 : y // 2 + 2, x // 2 - 2 : x // 2 + 2] = 1200.0
+    return (volume + rng.normal(0, 40, shape)).astype(dtype)
+
+
+def _slice_by_slice(volume, model):
+    window = HUWindow.from_any(getattr(model, "hu_window", None))
+    x = torch.from_numpy(volume.astype(np.float32))
+    clipped = x.clamp(window.low, window.high)
+    with torch.no_grad():
+        out = torch.stack([model(window.normalize(s.clone(), clip=False)[None, None])[0, 0] for s in clipped])
+    return (window.denormalize(out) + (x - clipped)).numpy()
+
+
+def test_equals_the_model_applied_slice_by_slice(tiny_net):
+    volume = _ct()
+    np.testing.assert_allclose(denoise_volume(volume, tiny_net, slab_size=3, device="cpu"),
+                               _slice_by_slice(volume, tiny_net), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("slab", [1, 2, 5, 7, 100])
+def test_result_does_not_depend_on_slab_size(tiny_net, slab):
+    volume = _ct()
+    reference = denoise_volume(volume, tiny_net, slab_size=4, device="cpu")
+    np.testing.assert_allclose(denoise_volume(volume, tiny_net, slab_size=slab, device="cpu"), reference,
+                               atol=1e-5 * 4096, rtol=0)  # 1e-5 of the [0, 1] range, i.e. 0.04 HU
+
+
+def test_input_is_left_unchanged_and_output_is_a_new_array(tiny_net):
+    volume = _ct()
+    before = volume.copy()
+    out = denoise_volume(volume, tiny_net, device="cpu")
+    np.testing.assert_array_equal(volume, before)
+    assert not np.shares_memory(out, volume)
+    assert not np.array_equal(out, volume)
+
+
+def test_out_receives_the_result_in_place(tiny_net):
+    volume = _ct(dtype=np.int16)
+    expected = denoise_volume(volume, tiny_net, slab_size=2, device="cpu")
+    out = np.full_like(volume, -5)
+    returned = denoise_volume(volume, tiny_net, slab_size=2, device="cpu", out=out)
+    assert returned is out
+    np.testing.assert_array_equal(out, expected)
+    plane = np.empty((23, 30), np.int16)
+    assert denoise_volume(volume[3], tiny_net, device="cpu", out=plane) is plane
+    np.testing.assert_array_equal(plane, expected[3])
+
+
+@pytest.mark.parametrize("make_out, match", [
+    (lambda v: np.empty(v.shape, np.float32), "shape and dtype"),
+    (lambda v: np.empty(v.shape[1:], v.dtype), "shape and dtype"),
+    (lambda v: np.empty(v.shape[::-1], v.dtype).T, "C-contiguous"),
+    (lambda v: v, "shares memory"),
+])
+def test_bad_out_is_refused_before_any_work(tiny_net, make_out, match):
+    volume = _ct(dtype=np.int16)
+    before = volume.copy()
+    with pytest.raises(InvalidVolumeError, match=match):
+        denoise_volume(volume, tiny_net, device="cpu", out=make_out(volume))
+    np.testing.assert_array_equal(volume, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.int32])
+def test_output_keeps_shape_and_dtype(tiny_net, dtype):
+    volume = _ct(dtype=dtype)
+    out = denoise_volume(volume, tiny_net, device="cpu")
+    assert out.shape == volume.shape and out.dtype == volume.dtype
+    if dtype in (np.int16, np.int32):  # integer output = rounded float result
+        reference = denoise_volume(volume.astype(np.float32), tiny_net, device="cpu")
+        assert np.abs(out - reference).max() <= 0.5 + 1e-3
+
+
+def test_int16_output_is_clipped_not_wrapped(tiny_config):
+    from TSCDenoiseLib.networks import TSCNet
+
+    torch.manual_seed(0)
+    net = TSCNet(**tiny_config).eval()
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.constant_(net.head.bias, -100.0)  # predicted "noise" of -100 -> output far above range
+    volume = _ct(dtype=np.int16)
+    out = denoise_volume(volume, net, device="cpu")
+    assert out.min() >= -32768 and out.max() == 32767  # saturates instead of wrapping negative
+
+
+def test_a_2d_slice_is_one_slice(tiny_net):
+    volume = _ct()
+    out = denoise_volume(volume[3], tiny_net, device="cpu")
+    assert out.shape == volume.shape[1:]
+    np.testing.assert_allclose(out, denoise_volume(volume, tiny_net, device="cpu")[3], atol=1e-3)
+
+
+def test_values_outside_the_window_keep_their_hu(tiny_net):
+    volume = _ct()
+    volume[:, 0, 0] = -3024.0  # padding outside the field of view
+    volume[:, 1, 1] = 8000.0  # metal beyond the window
+    out = denoise_volume(volume, tiny_net, device="cpu")
+    assert np.all(out[:, 0, 0] < -2000) and np.all(out[:, 1, 1] > 7000)
+
+
+def test_cancel_stops_with_denoise_cancelled(tiny_net):
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(DenoiseCancelled, match="cancelled after 4 of 7"):
+        denoise_volume(_ct(), tiny_net, slab_size=2, device="cpu", cancel=cancel)
+
+
+def test_progress_is_monotonic_and_ends_at_total(tiny_net):
+    seen = []
+    denoise_volume(_ct(), tiny_net, slab_size=3, device="cpu", progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(3, 7), (6, 7), (7, 7)]
+
+
+def test_model_is_not_moved_or_switched_to_eval(tiny_net):
+    tiny_net.train()
+    denoise_volume(_ct(), tiny_net, device="cpu")
+    assert tiny_net.training
+
+
+@pytest.mark.parametrize(
+    "volume,match",
+    [
+        (np.zeros((2, 3, 8, 8), np.float32) - 500, "3D volume"),
+        (np.zeros((0, 8, 8), np.float32), "empty"),
+        (np.full((2, 8, 8), np.nan, np.float32), "NaN"),
+        (np.ones((2, 8, 8), bool), "dtype bool"),
+        (np.ones((2, 8, 8), np.complex64), "dtype complex64"),
+        (np.random.default_rng(0).random((2, 8, 8)).astype(np.float32), "normalized intensities"),
+        (np.random.default_rng(0).integers(0, 4095, (2, 8, 8)).astype(np.uint16), "like MR"),
+        (np.full((2, 8, 8), -1e6, np.float32), "beyond any CT scale"),
+        ([[0.0, -1000.0]], "numpy array"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(tiny_net, volume, match):
+    with pytest.raises(InvalidVolumeError, match=match):
+        denoise_volume(volume, tiny_net, device="cpu")
+
+
+def test_hu_check_can_be_skipped_for_unusual_but_valid_ct(tiny_net):
+    soft_tissue_only = np.full((2, 12, 12), 40.0, np.float32)  # a crop with no air at all
+    with pytest.raises(InvalidVolumeError):
+        denoise_volume(soft_tissue_only, tiny_net, device="cpu")
+    assert denoise_volume(soft_tissue_only, tiny_net, device="cpu", check_hu=False).shape == (2, 12, 12)
+
+
+@pytest.mark.parametrize("slab", [0, -3, 2.5, "big", True])
+def test_bad_slab_size_is_rejected(tiny_net, slab):
+    with pytest.raises(InvalidVolumeError, match="slab_size"):
+        denoise_volume(_ct(), tiny_net, slab_size=slab, device="cpu")
+
+
+def test_auto_slab_size_fits_the_budget(tiny_net):
+    per_slice = estimate_slice_bytes(tiny_net, 512, 512)
+    auto = resolve_slab_size("auto", (300, 512, 512), torch.device("cpu"), tiny_net, amp=True)
+    assert 1 <= auto <= 64 and auto * per_slice <= 256 << 20 or auto == 1
+    assert resolve_slab_size("auto", (3, 512, 512), torch.device("cpu"), tiny_net, amp=True) <= 3

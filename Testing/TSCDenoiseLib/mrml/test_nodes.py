@@ -1,0 +1,222 @@
+"""MRML glue on a real vtkMRMLScene (Slicer's MRML libraries, headless, from the slicer-core package)."""
+
+import math
+
+import numpy as np
+import pytest
+import slicer
+import torch
+import vtk
+from slicer.util import arrayFromVolume, updateVolumeFromArray
+
+from TSCDenoiseLib.core.checkpoint import save_model
+from TSCDenoiseLib.errors import DenoiseCancelled, InvalidInputError
+from TSCDenoiseLib.core.inference import denoise_volume
+from TSCDenoiseLib.mrml.nodes import MODEL_ATTRIBUTE, SOURCE_ATTRIBUTE, denoise_volume_node
+
+
+@pytest.fixture
+def scene():
+    """A fresh scene, also installed as slicer.mrmlScene (as inside Slicer) for slicer.util helpers."""
+    had_scene = hasattr(slicer, "mrmlScene")
+    previous = getattr(slicer, "mrmlScene", None)
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(1)
+    if had_scene:
+        slicer.mrmlScene = previous
+    else:
+        del slicer.mrmlScene
+
+
+def _ct(shape=(5, 24, 28), seed=0):
+    rng = np.random.default_rng(seed)
+    z, y, x = shape
+    yy, xx = np.mgrid[:y, :x]
+    head = (yy - y / 2) ** 2 + (xx - x / 2) ** 2 < (min(y, x) / 2.4) ** 2
+    volume = np.where(head, 40.0, -1000.0)[None].repeat(z, 0) + rng.normal(0, 30, shape)
+    return volume.round().astype(np.int16)
+
+
+def _oblique_ijk_to_ras():
+    """IJK->RAS with a rotation about two axes, anisotropic spacing and an offset origin."""
+    a, b = math.radians(30), math.radians(12)
+    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    matrix = np.eye(4)
+    matrix[:3, :3] = rz @ rx @ np.diag([0.7, 0.8, 2.5])
+    matrix[:3, 3] = [-120.5, 33.0, 410.25]
+    return matrix
+
+
+def _matrix_of(node):
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _volume_node(scene, name="chest CT", voxels=None, matrix=None):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    updateVolumeFromArray(node, _ct() if voxels is None else voxels)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(_oblique_ijk_to_ras() if matrix is None else matrix))
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevel(400, 40)
+    return node
+
+
+def test_output_is_a_new_node_with_the_input_geometry_and_the_engine_result(scene, tiny_net):
+    source = _volume_node(scene)
+    before = arrayFromVolume(source).copy()
+    image_before = source.GetImageData()
+    output = denoise_volume_node(source, model=tiny_net, device="cpu")
+
+    assert output is not source and output.GetScene() is scene
+    assert output.GetName() == "chest CT denoised"
+    assert output.IsA("vtkMRMLScalarVolumeNode") and not output.IsA("vtkMRMLLabelMapVolumeNode")
+    np.testing.assert_allclose(_matrix_of(output), _oblique_ijk_to_ras(), atol=1e-9)
+    np.testing.assert_allclose(output.GetSpacing(), source.GetSpacing(), atol=1e-12)
+    np.testing.assert_allclose(output.GetOrigin(), source.GetOrigin(), atol=1e-12)
+    result = arrayFromVolume(output)
+    assert result.dtype == np.int16 and result.shape == before.shape
+    np.testing.assert_array_equal(result, denoise_volume(before, tiny_net, device="cpu"))
+    assert not np.array_equal(result, before)
+    # the input node keeps its own, unchanged voxels
+    assert source.GetImageData() is image_before
+    np.testing.assert_array_equal(arrayFromVolume(source), before)
+    assert not np.shares_memory(arrayFromVolume(source), result)
+    # display and provenance
+    display = output.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == (400, 40) and not display.GetAutoWindowLevel()
+    assert output.GetAttribute(SOURCE_ATTRIBUTE) == source.GetID()
+    assert output.GetAttribute(MODEL_ATTRIBUTE) == "TSCNet"
+
+
+def test_a_second_run_gets_a_unique_name_and_the_parent_transform(scene, tiny_net):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    source = _volume_node(scene, name="ct")
+    source.SetAndObserveTransformNodeID(transform.GetID())
+    first = denoise_volume_node(source, model=tiny_net, device="cpu")
+    second = denoise_volume_node(source, model=tiny_net, device="cpu")
+    assert {first.GetName(), second.GetName()} == {"ct denoised", "ct denoised_1"}
+    assert first.GetTransformNodeID() == transform.GetID() == second.GetTransformNodeID()
+
+
+def test_a_given_output_node_is_filled_and_returned(scene, tiny_net):
+    source = _volume_node(scene)
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my result")
+    updateVolumeFromArray(target, np.zeros((2, 3, 4), np.float32))
+    count = scene.GetNumberOfNodes()
+    output = denoise_volume_node(source, output_node=target, model=tiny_net, device="cpu")
+    assert output is target and output.GetName() == "my result"
+    added = [scene.GetNthNode(i) for i in range(count, scene.GetNumberOfNodes())]
+    assert [node.GetClassName() for node in added] == ["vtkMRMLScalarVolumeDisplayNode"]  # no new volume node
+    assert arrayFromVolume(target).shape == arrayFromVolume(source).shape
+    np.testing.assert_allclose(_matrix_of(target), _matrix_of(source), atol=1e-9)
+
+
+def test_model_from_a_checkpoint_path(scene, tiny_net, tmp_path):
+    path = save_model(tiny_net, tmp_path / "student.pt")
+    source = _volume_node(scene)
+    output = denoise_volume_node(source, model=str(path), device="cpu")
+    np.testing.assert_array_equal(arrayFromVolume(output), denoise_volume(arrayFromVolume(source), tiny_net, device="cpu"))
+    assert output.GetAttribute(MODEL_ATTRIBUTE) == str(path)
+
+
+def test_the_input_node_is_refused_as_output(scene, tiny_net):
+    source = _volume_node(scene)
+    before, count = arrayFromVolume(source).copy(), scene.GetNumberOfNodes()
+    with pytest.raises(InvalidInputError, match="input is never overwritten"):
+        denoise_volume_node(source, output_node=source, model=tiny_net, device="cpu")
+    np.testing.assert_array_equal(arrayFromVolume(source), before)
+    assert scene.GetNumberOfNodes() == count
+
+
+@pytest.mark.parametrize("node_class, match", [
+    ("vtkMRMLLabelMapVolumeNode", "label map"),
+    ("vtkMRMLVectorVolumeNode", "one value per voxel"),
+    ("vtkMRMLModelNode", "not a volume node"),
+])
+def test_nodes_that_are_not_a_scalar_ct_get_a_clear_error(scene, tiny_net, node_class, match):
+    node = scene.AddNewNodeByClass(node_class, "not a ct")
+    if node.IsA("vtkMRMLVolumeNode"):
+        voxels = np.zeros((2, 8, 8, 3), np.uint8) if node_class == "vtkMRMLVectorVolumeNode" else np.zeros((2, 8, 8), np.int16)
+        updateVolumeFromArray(node, voxels)
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InvalidInputError, match=match):
+        denoise_volume_node(node, model=tiny_net, device="cpu")
+    assert scene.GetNumberOfNodes() == count
+
+
+def test_label_map_output_and_empty_input_are_refused(scene, tiny_net):
+    source = _volume_node(scene)
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "segmentation")
+    with pytest.raises(InvalidInputError, match="scalar volume"):
+        denoise_volume_node(source, output_node=labels, model=tiny_net, device="cpu")
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InvalidInputError, match="holds no voxels"):
+        denoise_volume_node(empty, model=tiny_net, device="cpu")
+    with pytest.raises(InvalidInputError, match="No input volume"):
+        denoise_volume_node(None, model=tiny_net, device="cpu")
+
+
+def test_non_ct_values_are_refused_through_the_engine_check(scene, tiny_net):
+    source = _volume_node(scene, voxels=np.random.default_rng(0).uniform(0, 1, (2, 8, 8)).astype(np.float32))
+    with pytest.raises(InvalidInputError, match="normalized intensities"):
+        denoise_volume_node(source, model=tiny_net, device="cpu")
+
+
+def test_cancel_and_progress_leave_no_half_result_in_the_scene(scene, tiny_net):
+    source = _volume_node(scene)
+    seen = []
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(DenoiseCancelled):
+        denoise_volume_node(source, model=tiny_net, device="cpu", slab_size=1,
+                            progress=lambda done, total: seen.append((done, total)), cancel=lambda: len(seen) >= 2)
+    assert seen == [(1, 5), (2, 5)]
+    assert scene.GetNumberOfNodes() == count
+
+
+def test_output_round_trips_through_the_nrrd_storage_node(scene, tiny_net, tmp_path):
+    source = _volume_node(scene)
+    output = denoise_volume_node(source, model=tiny_net, device="cpu")
+    writer = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    writer.SetFileName(str(tmp_path / "denoised.nrrd"))
+    assert writer.WriteData(output) == 1
+    reader = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")  # as a fresh load does
+    reader.SetFileName(str(tmp_path / "denoised.nrrd"))
+    reloaded = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "reloaded")
+    assert reader.ReadData(reloaded) == 1
+    np.testing.assert_array_equal(arrayFromVolume(reloaded), arrayFromVolume(output))
+    assert arrayFromVolume(reloaded).dtype == np.int16
+    np.testing.assert_allclose(_matrix_of(reloaded), _oblique_ijk_to_ras(), atol=1e-6)
+    # and the reloaded file is still the input's anatomy: same geometry as the source node
+    np.testing.assert_allclose(_matrix_of(reloaded), _matrix_of(source), atol=1e-6)
+
+
+def test_float_volumes_stay_float(scene, tiny_net):
+    voxels = _ct().astype(np.float32) + 0.25
+    source = _volume_node(scene, voxels=voxels)
+    output = denoise_volume_node(source, model=tiny_net, device="cpu")
+    assert arrayFromVolume(output).dtype == np.float32
+    np.testing.assert_allclose(arrayFromVolume(output), denoise_volume(voxels, tiny_net, device="cpu"), atol=1e-4)
+
+
+def test_cpu_fallback_notifies_about_slab_halving(scene, tiny_config):
+    """A network that runs out of memory on slabs of more than one slice: the engine halves, notify hears it."""
+    from TSCDenoiseLib.networks import TSCNet
+
+    class OneSliceAtATime(TSCNet):
+        def forward(self, x, **kwargs):
+            if x.shape[0] > 1:
+                raise torch.cuda.OutOfMemoryError("simulated: slab too large")
+            return super().forward(x, **kwargs)
+
+    torch.manual_seed(0)
+    network = OneSliceAtATime(**tiny_config).eval()
+    source = _volume_node(scene)
+    notices = []
+    output = denoise_volume_node(source, model=network, device="cpu", slab_size=4, notify=notices.append)
+    assert any("retrying with 2 slices" in n for n in notices) and any("retrying with 1 slices" in n for n in notices)
+    assert arrayFromVolume(output).shape == arrayFromVolume(source).shape
