@@ -74,30 +74,32 @@ def resample_slices(volume_hu: np.ndarray, spacing_mm: float, new_spacing_mm: fl
     return np.clip(out, float(volume_hu.min()), float(volume_hu.max())).astype(np.float32)
 
 
-def embed_in_body(slice_hu: np.ndarray, spacing_mm: float, body_width_mm: float,
-                  aspect: float = 0.72) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """Place a crop at the centre of an elliptical soft-tissue body of the given width.
+def body_around(crop_shape: tuple[int, int], spacing_mm: float, body_width_mm: float, aspect: float = 0.72,
+                body_spacing_mm: float = 1.0) -> tuple[np.ndarray, float]:
+    """An elliptical soft-tissue body around a centred crop, with the crop's own area left empty (air).
+
+    Its line integrals, added to the crop's, give the photon counts of a whole patient (see
+    `LowDoseSimulator.simulate_slice`); being smooth, the body is drawn on a coarse grid.
 
     Args:
-        slice_hu: the crop (Y, X) in HU.
-        spacing_mm: its pixel size.
+        crop_shape: (rows, columns) of the crop.
+        spacing_mm: the crop's pixel size.
         body_width_mm: left-right width of the body; `aspect` gives the anterior-posterior one.
+        body_spacing_mm: pixel size of the body image.
 
     Returns:
-        The body slice (square canvas with air around the body) and the (rows, columns) slices that
-        give back the crop's own pixels.
+        The body image in HU and its pixel size.
     """
-    rows, cols = slice_hu.shape
+    rows, cols = crop_shape
     half_x = max(body_width_mm / 2, 0.6 * cols * spacing_mm)
     half_y = max(half_x * aspect, 0.6 * rows * spacing_mm)
-    size = int(math.ceil(2 * max(half_x, half_y) / spacing_mm)) + 8
-    y = (np.arange(size) - (size - 1) / 2) * spacing_mm
-    yy, xx = np.meshgrid(y, y, indexing="ij")
-    canvas = np.where((xx / half_x) ** 2 + (yy / half_y) ** 2 <= 1.0, SOFT_TISSUE_HU, -1000.0).astype(np.float32)
-    top, left = (size - rows) // 2, (size - cols) // 2
-    region = (slice(top, top + rows), slice(left, left + cols))
-    canvas[region] = slice_hu
-    return canvas, region
+    size = int(math.ceil(2 * max(half_x, half_y) / body_spacing_mm)) + 4
+    axis = (np.arange(size) - (size - 1) / 2) * body_spacing_mm
+    yy, xx = np.meshgrid(axis, axis, indexing="ij")
+    body = np.where((xx / half_x) ** 2 + (yy / half_y) ** 2 <= 1.0, SOFT_TISSUE_HU, -1000.0).astype(np.float32)
+    hole = (np.abs(yy) < rows * spacing_mm / 2) & (np.abs(xx) < cols * spacing_mm / 2)
+    body[hole] = -1000.0
+    return body, body_spacing_mm
 
 
 def simulate_acquisition(volume_hu: np.ndarray, spacing_mm: float, acquisition: Acquisition, seed: int,
@@ -105,7 +107,7 @@ def simulate_acquisition(volume_hu: np.ndarray, spacing_mm: float, acquisition: 
     """A (normal-dose, low-dose) pair of (Z, Y, X) volumes at the acquisition's pixel size.
 
     The normal-dose slices are resampled to the acquisition's spacing; the low dose is simulated in the
-    projection domain (noise insertion), inside a body of `body_width_mm` when that is set.
+    projection domain (noise insertion), inside a body of `body_width_mm` when that is set (for crops).
     """
     from .simulation import LowDoseParameters, LowDoseSimulator
 
@@ -114,13 +116,13 @@ def simulate_acquisition(volume_hu: np.ndarray, spacing_mm: float, acquisition: 
         LowDoseParameters(dose_fraction=acquisition.dose_fraction, fbp_filter=acquisition.fbp_filter), threads=threads
     )
     streams = np.random.SeedSequence(seed).spawn(ndct.shape[0] + 1)
-    aspect = np.random.default_rng(streams[-1]).uniform(0.65, 0.8)  # anterior-posterior over left-right
-    ldct = np.empty_like(ndct)
-    for z in range(ndct.shape[0]):
-        rng = np.random.default_rng(streams[z])
-        if acquisition.body_width_mm is None:
-            ldct[z] = simulator.simulate_slice(ndct[z], acquisition.pixel_spacing_mm, rng)
-            continue
-        body, region = embed_in_body(ndct[z], acquisition.pixel_spacing_mm, acquisition.body_width_mm, aspect)
-        ldct[z] = simulator.simulate_slice(body, acquisition.pixel_spacing_mm, rng)[region]
+    surrounding = None
+    if acquisition.body_width_mm is not None:
+        aspect = np.random.default_rng(streams[-1]).uniform(0.65, 0.8)  # anterior-posterior over left-right
+        body, body_spacing = body_around(ndct.shape[1:], acquisition.pixel_spacing_mm, acquisition.body_width_mm, aspect)
+        surrounding = simulator.line_integrals(body, body_spacing)
+    ldct = np.stack([
+        simulator.simulate_slice(ndct[z], acquisition.pixel_spacing_mm, np.random.default_rng(streams[z]), surrounding)
+        for z in range(ndct.shape[0])
+    ])
     return ndct, ldct

@@ -36,7 +36,7 @@ from TSCDenoiseLib.core.metrics import SOFT_TISSUE_WINDOW, flat_soft_tissue_mask
 from TSCDenoiseLib.evaluation.baselines import anisotropic_diffusion
 from TSCDenoiseLib.evaluation.scoring import roi_spectrum, score, texture_rois
 from TSCDenoiseLib.io import read_ct
-from TSCDenoiseLib.training.acquisition import embed_in_body
+from TSCDenoiseLib.training.acquisition import body_around
 from TSCDenoiseLib.training.simulation import LowDoseParameters, LowDoseSimulator, ParallelBeamGeometry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,15 +98,11 @@ def simulate(case: dict, dose: float) -> np.ndarray:
     simulator = LowDoseSimulator(LowDoseParameters(dose_fraction=dose, **EVAL_NOISE), threads=2)
     spacing = case["spacing"][0]
     streams = np.random.SeedSequence([SEED, int(dose * 1000)]).spawn(case["ndct"].shape[0])
-    out = np.empty_like(case["ndct"])
-    for z, slice_hu in enumerate(case["ndct"]):
-        rng = np.random.default_rng(streams[z])
-        if case["crop"]:
-            body, region = embed_in_body(slice_hu, spacing, CROP_BODY_WIDTH_MM)
-            out[z] = simulator.simulate_slice(body, spacing, rng)[region]
-        else:
-            out[z] = simulator.simulate_slice(slice_hu, spacing, rng)
-    return out
+    surrounding = None
+    if case["crop"]:
+        surrounding = simulator.line_integrals(*body_around(case["ndct"].shape[1:], spacing, CROP_BODY_WIDTH_MM))
+    return np.stack([simulator.simulate_slice(slice_hu, spacing, np.random.default_rng(streams[z]), surrounding)
+                     for z, slice_hu in enumerate(case["ndct"])])
 
 
 def _bm3d(volume: np.ndarray, sigma_hu: float) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from TSCDenoiseLib.errors import InvalidInputError
-from TSCDenoiseLib.training.acquisition import (FBP_FILTERS, Acquisition, AcquisitionDistribution, embed_in_body, resample_slices,
+from TSCDenoiseLib.training.acquisition import (FBP_FILTERS, Acquisition, AcquisitionDistribution, body_around, resample_slices,
                                                 simulate_acquisition)
 
 
@@ -40,13 +40,36 @@ def test_resampling_changes_the_pixel_size_not_the_field_of_view():
     assert np.sum(out > 50) == pytest.approx(4 * np.sum(volume > 50), rel=0.05)
 
 
-def test_crop_embedded_in_body_comes_back_unchanged():
-    crop = np.random.default_rng(0).normal(0, 50, (60, 70)).astype(np.float32)
-    body, region = embed_in_body(crop, 1.0, 340.0)
-    assert np.array_equal(body[region], crop)
-    assert body.shape[0] >= 340 and body[0, 0] == -1000.0
-    centre_row = body[body.shape[0] // 2]
-    assert np.sum(centre_row > -500) == pytest.approx(340, abs=3)  # 34 cm of tissue left to right
+def test_body_around_a_crop_is_body_sized_and_leaves_the_crop_area_empty():
+    body, spacing = body_around((60, 70), 0.5, 340.0, aspect=0.7)
+    assert spacing == 1.0
+    centre = body.shape[0] // 2
+    assert body[centre, centre] == -1000.0  # the crop's own area is left to the crop
+    row = body[centre]
+    assert np.sum(row > -500) == pytest.approx(340 - 35, abs=3)  # 34 cm wide minus the 3.5 cm hole
+    column = body[:, body.shape[1] // 2 - 30]  # 30 mm left of the centre, beside the hole
+    assert np.sum(column > -500) == pytest.approx(0.7 * 340 * np.sqrt(1 - (30 / 170) ** 2), abs=3)
+
+
+def test_surrounding_line_integrals_give_the_noise_of_the_crop_pasted_into_the_body():
+    """The fast path (crop projected alone + the body's line integrals) against the crop pasted into a
+    full-body canvas and simulated whole: the same noise level in the crop."""
+    from TSCDenoiseLib.training.simulation import LowDoseParameters, LowDoseSimulator
+
+    crop = np.full((48, 48), 40.0, np.float32)
+    crop[10:20, 10:30] = -800.0  # some lung
+    simulator = LowDoseSimulator(LowDoseParameters(dose_fraction=0.25), threads=1)
+    body, body_spacing = body_around(crop.shape, 1.0, 300.0, aspect=0.75)
+    surrounding = simulator.line_integrals(body, body_spacing)
+    fast = [simulator.simulate_slice(crop, 1.0, np.random.default_rng(s), surrounding) - crop for s in range(3)]
+    canvas = np.where(body > -500, 30.0, -1000.0).astype(np.float32)
+    top = (canvas.shape[0] - 48) // 2
+    canvas[top:top + 48, top:top + 48] = crop
+    full = [simulator.simulate_slice(canvas, 1.0, np.random.default_rng(s))[top:top + 48, top:top + 48] - crop
+            for s in range(3)]
+    assert np.std(fast) == pytest.approx(np.std(full), rel=0.1)
+    alone = simulator.simulate_slice(crop, 1.0, np.random.default_rng(0)) - crop
+    assert np.std(fast) > 3 * np.std(alone)  # the body matters
 
 
 def test_body_around_a_crop_raises_the_noise_like_a_real_patient():
