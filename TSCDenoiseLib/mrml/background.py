@@ -7,8 +7,8 @@ folder that `cleanup()` removes.
 The child is started by a `launch(command, env_updates, cwd)` function: inside Slicer, one that calls
 ``slicer.util.launchConsoleProcess`` (it hides the console window on Windows and merges stderr into
 stdout); elsewhere `popen_hidden`, which does the same with ``subprocess`` directly. The output readers
-never stop on undecodable bytes (a Windows code page), so the pipe is always drained and progress
-never stalls. Cancel never blocks: it terminates the process tree (psutil where installed, as
+read the pipes' bytes and decode them with replacement, and never stop on undecodable bytes (a Windows
+code page), so the pipe is always drained, progress never stalls and no event is lost. Cancel never blocks: it terminates the process tree (psutil where installed, as
 SlicerMONAIAuto3DSeg does; else the launcher and the worker's own pid) and `poll()` escalates to a
 kill after a grace period.
 """
@@ -42,9 +42,9 @@ CANCEL_GRACE_SECONDS = 3.0
 
 
 def worker_environment() -> Dict[str, str]:
-    """Variables the child needs on top of the parent's: TSCDenoiseLib importable, unbuffered output."""
+    """Variables the child needs on top of the parent's: TSCDenoiseLib importable, unbuffered UTF-8 output."""
     python_path = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
+    return {"PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
 
 
 def popen_hidden(command: List[str], env_updates: Mapping[str, str], cwd: str) -> subprocess.Popen:
@@ -118,7 +118,9 @@ class ChildProcess:
         """Start the child with `launch` (default `popen_hidden`) and the threads that read its output."""
         self.process = (launch or popen_hidden)(self.command, worker_environment(), self.cwd)
         self._own_group = launch is None and os.name != "nt"  # popen_hidden made it a session leader
-        streams = [s for s in (self.process.stdout, self.process.stderr) if s is not None]
+        # Read the bytes under a text-mode pipe (launchConsoleProcess opens it in the locale's code page):
+        # a line it cannot decode would otherwise drop its whole buffered chunk, events included.
+        streams = [getattr(s, "buffer", s) for s in (self.process.stdout, self.process.stderr) if s is not None]
         handlers = [self._on_stdout_line, self._on_stderr_line]
         self._readers = [threading.Thread(target=read_lines, args=(stream, handler), daemon=True)
                          for stream, handler in zip(streams, handlers)]
@@ -169,9 +171,8 @@ class ChildProcess:
     def _tree_pids(self) -> List[int]:
         """The launcher, the worker and their descendants (descendants only where psutil is installed)."""
         pids = [self.process.pid] + ([self.worker_pid] if self.worker_pid else [])
-        try:
-            import psutil
-        except ImportError:
+        psutil = _psutil()
+        if psutil is None:
             return pids
         for pid in list(pids):
             try:
@@ -266,6 +267,15 @@ class DenoiseProcess(ChildProcess):
     def cleanup(self) -> None:
         """Remove the temporary folder (input and output arrays)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _psutil() -> Any:
+    """The psutil module, or None where it is not installed (Slicer does not ship it; requirements.txt adds it)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil
 
 
 def _signal_tree(pids: List[int], kill: bool, group: Optional[int] = None) -> None:
