@@ -249,7 +249,7 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return _("Select the CT volume to denoise")
         if node.outputVolume and node.outputVolume == node.inputVolume:
             return _("The output must not be the input: choose 'Create new volume'")
-        if not node.useDefaultModel and not node.modelPath.strip():
+        if not node.useDefaultModel and node.modelPath.strip() in ("", "."):  # "." from scenes saved by 0.1
             return _("Choose a model file, or use the bundled default model")
         return None
 
@@ -335,7 +335,8 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(_("Denoising failed; the input is unchanged.") + f"\n\n{error}",
                                      windowTitle=_("TSCDenoise"))
         else:
-            self._parameterNode.outputVolume = outputVolume
+            if self._parameterNode:
+                self._parameterNode.outputVolume = outputVolume
             self.logic.showComparison(run.input_node, outputVolume, self.ui.fadeSlider.value)
             self.ui.statusLabel.text = _("Done in {seconds:.1f} s; the network ran at {rate:.2f} slices/s.").format(
                 seconds=run.seconds or 0.0, rate=run.slices_per_second or 0.0)
@@ -556,10 +557,18 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
             import slicer.packaging as packaging  # Slicer >= 5.11 (not imported by `import slicer`)
         except ImportError:
             packaging = None
-        try:
-            if packaging is not None and hasattr(packaging, "pip_ensure"):
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            try:  # asks first, and skips in testing mode
                 packaging.pip_ensure(packaging.load_requirements(str(requirements)), requester="TSCDenoise")
                 return True
+            except RuntimeError as error:  # the user declined
+                logging.info(f"TSCDenoise: {error}")
+                return False
+            except Exception as error:  # CalledProcessError: pip failed
+                slicer.util.errorDisplay(_("Installing the required Python packages failed."),
+                                         windowTitle=_("TSCDenoise"), detailedText=str(error))
+                return False
+        try:
             missing = missingRequirements(requirementLines(requirements))
             if not missing:
                 return True
@@ -570,7 +579,7 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
             with slicer.util.tryWithErrorDisplay(_("Installing the required Python packages failed."), waitCursor=True):
                 slicer.util.pip_install(" ".join(missing))  # Slicer 5.6 takes one string
             return True
-        except Exception:  # declined (pip_ensure raises) or failed: already shown to the user
+        except Exception:  # failed: already shown to the user by tryWithErrorDisplay
             return False
 
     # --- results -------------------------------------------------------------------------------------

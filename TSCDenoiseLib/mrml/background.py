@@ -164,6 +164,9 @@ class ChildProcess:
         """Ask the child and every process it started to stop; returns at once (`poll()` kills stragglers)."""
         if self.process is None or self.process.poll() is not None:
             return
+        if self.cancelled:  # asked twice: do not wait for the grace period
+            _signal_tree(self._tree_pids(), kill=True, group=self.process.pid if self._own_group else None)
+            return
         self.cancelled = True
         _signal_tree(self._tree_pids(), kill=False, group=self.process.pid if self._own_group else None)
         self._kill_deadline = time.monotonic() + grace_seconds
