@@ -35,7 +35,7 @@ if not (_MODULE_DIR / "TSCDenoiseLib").is_dir() and (_MODULE_DIR.parent / "TSCDe
 
 import TSCDenoiseLib  # noqa: E402  (cheap: submodules, and torch, load on first use)
 from TSCDenoiseLib.core.resources import SAMPLE_LOW_DOSE_FILE, SAMPLE_NORMAL_DOSE_FILE, sample_path  # noqa: E402
-from TSCDenoiseLib.mrml import probe as deviceProbe  # noqa: E402  (no torch: the probe itself runs in a child)
+import TSCDenoiseLib.mrml.probe as deviceProbe  # noqa: E402  (no torch: the probe itself runs in a child)
 
 TORCH_REQUIREMENT = "torch>=2.4"
 POLL_INTERVAL_MS = 100

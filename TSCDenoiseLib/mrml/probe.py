@@ -39,6 +39,28 @@ def device_list(torch: Any) -> List[Dict[str, Any]]:
     return devices
 
 
+def engine_runs_on(device_id: str) -> Optional[str]:
+    """None when TSCDenoiseLib's engine denoises a tiny volume on `device_id`, else the error it raised.
+
+    Used for devices torch offers but the engine may not handle yet (Apple ``mps``): the panel lists a
+    device only when a real run through ``denoise_volume`` works on it.
+    """
+    import numpy as np
+    import torch
+
+    from ..core.inference import denoise_volume
+    from ..networks import TSCNet
+
+    try:
+        torch.manual_seed(0)
+        tiny = TSCNet(base_channels=8, num_attention_blocks=1, num_dems=1, attention_reduction=4).eval()
+        volume = np.full((1, 16, 16), 40.0, dtype=np.float32)
+        denoise_volume(volume, tiny, device=device_id, slab_size=1, check_hu=False)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def measure(model_path: Optional[str], device_id: str) -> float:
     """Seconds per megapixel of one axial slice through the model on `device_id` (after one warm-up pass)."""
     import numpy as np
@@ -73,9 +95,16 @@ def probe(measure_speed: bool = False, model_path: Optional[str] = None) -> Dict
         info["devices"] = device_list(torch)
     except Exception as exc:  # a driver problem: the CPU still works
         info["device_error"] = f"{type(exc).__name__}: {exc}"
+    for entry in info["devices"]:
+        if entry["id"] == "mps":  # torch offers it; list it only if the engine really runs there
+            error = engine_runs_on("mps")
+            entry["usable"] = error is None
+            if error:
+                entry["error"] = error
     if measure_speed:
         speeds: Dict[str, float] = {}
-        for entry in info["devices"][:1] + [d for d in info["devices"][1:] if d["id"] in ("cuda:0", "mps")]:
+        for entry in info["devices"][:1] + [d for d in info["devices"][1:]
+                                            if d["id"] == "cuda:0" or (d["id"] == "mps" and d.get("usable"))]:
             try:
                 speeds[entry["id"]] = round(measure(model_path, entry["id"]), 4)
             except Exception as exc:
@@ -104,8 +133,8 @@ def info_from_events(events: Iterable[Dict[str, Any]]) -> Optional[Dict[str, Any
 
 
 def device_choices(info: Optional[Dict[str, Any]]) -> List[str]:
-    """What the device menu offers: "auto" and "cpu", plus "cuda" / "mps" where the probe found them."""
-    ids = [d["id"] for d in (info or {}).get("devices", [])]
+    """What the device menu offers: "auto" and "cpu", plus "cuda" / "mps" where the probe found them usable."""
+    ids = [d["id"] for d in (info or {}).get("devices", []) if d.get("usable", True)]
     choices = ["auto"]
     if any(i.startswith("cuda") for i in ids):
         choices.append("cuda")
@@ -116,7 +145,7 @@ def device_choices(info: Optional[Dict[str, Any]]) -> List[str]:
 
 def resolve_choice(info: Optional[Dict[str, Any]], choice: str) -> str:
     """The device id a menu choice runs on, as the worker resolves it ("auto": the first CUDA GPU, else the CPU)."""
-    ids = [d["id"] for d in (info or {}).get("devices", [])]
+    ids = [d["id"] for d in (info or {}).get("devices", []) if d.get("usable", True)]
     if choice in ("auto", "cuda"):
         return next((i for i in ids if i.startswith("cuda")), "cpu")
     return choice if choice in ids else "cpu"
@@ -136,7 +165,9 @@ def describe_devices(info: Optional[Dict[str, Any]], choice: str) -> str:
     text = f"{entry['id']}: {entry['name']}"
     if "free_gib" in entry:
         text += f", {entry['free_gib']} of {entry['total_gib']} GiB free"
-    return text + f" (PyTorch {info['torch']})"
+    text += f" (PyTorch {info['torch']})"
+    unusable = [d["name"] for d in info.get("devices", []) if not d.get("usable", True)]
+    return text + (f"; {', '.join(unusable)} found but not usable by this version" if unusable else "")
 
 
 def format_duration(seconds: float) -> str:

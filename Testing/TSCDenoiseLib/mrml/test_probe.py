@@ -159,6 +159,21 @@ def test_device_menu_offers_only_what_exists():
     assert "does not load" in probe.describe_devices(broken, "auto") and "c10.dll" in probe.describe_devices(broken, "auto")
 
 
+def test_a_device_the_engine_cannot_use_is_not_offered():
+    info = {"torch": "2.4.0", "devices": [{"id": "cpu", "name": "CPU"},
+                                          {"id": "mps", "name": "Apple GPU (Metal)", "usable": False,
+                                           "error": "RuntimeError: Input type and weight type differ"}]}
+    assert probe.device_choices(info) == ["auto", "cpu"]
+    assert probe.resolve_choice(info, "mps") == "cpu"
+    assert probe.describe_devices(info, "auto") == \
+        "cpu: CPU (PyTorch 2.4.0); Apple GPU (Metal) found but not usable by this version"
+
+
+def test_engine_smoke_run_reports_success_and_the_error():
+    assert probe.engine_runs_on("cpu") is None
+    assert "Unknown device" in probe.engine_runs_on("no-such-device")
+
+
 def test_estimate_uses_the_measured_speed_and_warns_on_cpu():
     shape = (120, 512, 512)  # 31.5 megapixels
     assert probe.estimate_seconds(GPU_INFO, "auto", shape) == pytest.approx(0.01 * 120 * 512 * 512 / 1e6)
