@@ -81,14 +81,14 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate a low-dose CT from a normal-dose CT (projection domain) into a new file or DICOM folder."""
     from .io import read_ct
-    from .io.pipeline import check_output_path, write_volume
+    from .io.pipeline import check_output_path, keeps_slice_positions, write_volume
     from .training.simulation import simulate_low_dose
 
     source, target = Path(args.ndct), Path(args.output)
-    check_output_path(source, target, args.overwrite)
+    kind = check_output_path(source, target, args.overwrite)
     if not 0 < args.dose <= 1:
         raise InvalidInputError(f"--dose is the dose fraction in (0, 1] (0.25 = quarter dose), got {args.dose}.")
-    volume, geometry = read_ct(source)
+    volume, geometry = read_ct(source, allow_irregular_slices=keeps_slice_positions(source, kind))
     spacing_x, spacing_y = geometry.spacing[0], geometry.spacing[1]
     if abs(spacing_x - spacing_y) > 1e-3 * max(spacing_x, spacing_y):
         raise InvalidInputError(f"{source} has non-square pixels ({spacing_x:g} x {spacing_y:g} mm); resample it first.")

@@ -53,7 +53,9 @@ def denoise_file(
 ) -> DenoisedFile:
     """Denoise the CT at `input_path` (DICOM folder/file, NIfTI, NRRD, MHA) into `output_path`.
 
-    The output format comes from its name (see `output_kind`). The input is never modified; the
+    The output format comes from its name (see `output_kind`). Damaged or incomplete input is refused
+    (see `read_ct`); a DICOM series off a regular grid (missing slice, uneven gaps, gantry tilt) is
+    accepted only into a DICOM folder, which keeps each slice's position. The input is never modified; the
     output keeps its geometry and is written atomically, and an existing output is refused unless
     `overwrite`. `model_path` None means the bundled default model. `notify(message)` hears the
     device and slab size chosen and any fallback to the CPU.
@@ -67,10 +69,10 @@ def denoise_file(
     if input_path is None or output_path is None:
         raise InvalidInputError("Give both an input CT and an output path, e.g. --input ct.nii.gz --output denoised.nii.gz.")
     input_path, output_path = Path(input_path), Path(output_path)
-    check_output_path(input_path, output_path, overwrite)
+    kind = check_output_path(input_path, output_path, overwrite)
     say = notify or (lambda message: None)
     started = time.perf_counter()
-    volume, geometry = read_ct(input_path)
+    volume, geometry = read_ct(input_path, allow_irregular_slices=keeps_slice_positions(input_path, kind))
     read_s = time.perf_counter() - started
     target = resolve_device(device)
     model_path = Path(model_path) if model_path is not None else default_model_path()
@@ -112,6 +114,11 @@ def check_output_path(source: Path, target: Path, overwrite: bool) -> str:
     if exists and not overwrite:
         raise InvalidInputError(f"{target} exists already; pass --overwrite (overwrite=True) or choose another output path.")
     return kind
+
+
+def keeps_slice_positions(source: Path, kind: str) -> bool:
+    """Whether writing `source` as output `kind` keeps each slice's own position (a derived DICOM series does)."""
+    return kind == "dicom" and source.is_dir()
 
 
 def write_volume(array: np.ndarray, geometry, source: Path, target: Path, overwrite: bool) -> Path:

@@ -8,13 +8,17 @@ asked and goes through a temporary name in the destination folder, then a rename
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from ..core.atomic import atomic_output_file
 from ..errors import InvalidInputError
-from .dicom import dicom_series_files
+from .dicom import checked_series_files
+from .file_checks import check_image_file, nonfinite_message
+from .series_checks import check_dicom_file, is_dicom_file, readable_or_refuse
 from .geometry import VolumeGeometry
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -32,24 +36,45 @@ def _sitk():
     return sitk
 
 
-def read_ct(path: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, VolumeGeometry]:
-    """(float32 HU array (Z, Y, X), geometry) from a DICOM folder or file, NIfTI, NRRD or MHA."""
+@contextmanager
+def _itk_warnings_off(sitk) -> Iterator[None]:
+    """Keep ITK's multi-line warnings off stderr: the checks here say what matters, in one line."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def read_ct(
+    path: str | Path, series_uid: str | None = None, allow_irregular_slices: bool = False
+) -> tuple[np.ndarray, VolumeGeometry]:
+    """(float32 HU array (Z, Y, X), geometry) from a DICOM folder or file, NIfTI, NRRD or MHA.
+
+    Damaged or incomplete input is refused, never read as a wrong volume: a truncated file, NaN or
+    infinite values, a damaged or unreadable DICOM file, slices of another size, two slices at one
+    position, and (unless ``allow_irregular_slices``) a series whose slices do not lie on one regular
+    grid (a missing slice, uneven gaps, a gantry tilt).
+
+    Args:
+        path: DICOM folder or file, .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file.
+        series_uid: the series to read when a DICOM folder holds several.
+        allow_irregular_slices: accept a DICOM series off a regular grid. The array then holds the slices
+            in position order but the geometry's single spacing and direction do not place them: only
+            for callers that keep each slice's own position (a derived DICOM series, `write_dicom_series`).
+
+    Returns:
+        The volume in HU and its geometry.
+
+    Raises:
+        InvalidInputError: the input is missing, unreadable, damaged or incomplete (the message names the fix).
+    """
     sitk = _sitk()
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"{path} does not exist.")
-    if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(dicom_series_files(path, series_uid))
-        image = reader.Execute()
-    else:
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as error:
-            raise InvalidInputError(
-                f"Cannot read {path} as an image ({str(error).strip().splitlines()[-1]}); "
-                f"give a DICOM folder or file, or one of {', '.join(IMAGE_SUFFIXES)}."
-            ) from error
+    readable_or_refuse(path)
+    with _itk_warnings_off(sitk):
+        image = _read_series(sitk, path, series_uid, allow_irregular_slices) if path.is_dir() else _read_file(sitk, path)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidInputError(
             f"{path} has {image.GetNumberOfComponentsPerPixel()} components per pixel (colour or vector image); "
@@ -60,7 +85,48 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> tuple[np.ndarray
     if image.GetDimension() != 3:
         raise InvalidInputError(f"{path} is {image.GetDimension()}D; give a 2D or 3D CT (split 4D series first).")
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        nonfinite = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if nonfinite:
+            raise InvalidInputError(nonfinite_message(path, nonfinite))
     return array, VolumeGeometry.from_sitk(image)
+
+
+def _read_series(sitk, folder: Path, series_uid: str | None, allow_irregular_slices: bool):
+    files, layout = checked_series_files(folder, series_uid)
+    if layout.problem and (layout.duplicate or not allow_irregular_slices):
+        fix = "" if layout.duplicate else (
+            ". A NIfTI/NRRD/MHA volume has one regular grid, so these slices would land at wrong positions: write "
+            "a DICOM folder instead (an output name without suffix; it keeps each slice's position), or complete "
+            "or resample the series first")
+        raise InvalidInputError(f"{folder}: {layout.problem}{fix}.")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        raise InvalidInputError(f"Cannot read the DICOM series in {folder} ({_itk_reason(error)}); check that its "
+                                "files are intact and belong to one series.") from error
+
+
+def _read_file(sitk, path: Path):
+    check_image_file(path)
+    if is_dicom_file(path):
+        check_dicom_file(path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InvalidInputError(
+            f"Cannot read {path} as an image: it is damaged, truncated or not an image ({_itk_reason(error)}); "
+            f"give a DICOM folder or file, or one of {', '.join(IMAGE_SUFFIXES)}."
+        ) from error
+
+
+def _itk_reason(error: RuntimeError) -> str:
+    """The useful line of an ITK exception (ITK's "Reason: No such file or directory" is a stale errno)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    useful = [line for line in lines if "No such file or directory" not in line] or lines
+    return useful[-1] if useful else "unknown error"
 
 
 def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, overwrite: bool = False) -> Path:
