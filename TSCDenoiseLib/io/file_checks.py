@@ -12,6 +12,7 @@ import gzip
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,9 @@ from ..errors import InvalidInputError
 
 _CHUNK = 1 << 23
 _COPY_AGAIN = "copy it again from its source (the transfer or export was cut short)"
-# NIfTI datatype code -> numpy kind whose non-finite values the NIfTI reader zeroes (float and complex).
-_NIFTI_FLOATS = {16: "f4", 64: "f8", 32: "c8", 1792: "c16"}
+# NIfTI datatype code -> numpy type (the float and complex ones: whose NaN/Inf the NIfTI reader zeroes).
+_NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8",
+                1280: "u8", 32: "c8", 1792: "c16"}
 _MET_SIZES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
               "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
               "MET_DOUBLE": 8}
@@ -62,74 +64,125 @@ def _open_maybe_gzip(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
-def _nifti_header(header: bytes):
-    """(endian, dims, datatype, bitpix, vox_offset) of a single-file NIfTI-1/2 header, or None."""
+@dataclass(frozen=True)
+class _NiftiHeader:
+    endian: str
+    dim: tuple
+    datatype: int
+    bitpix: int
+    vox_offset: int
+    scl_slope: float
+    scl_inter: float
+
+    @property
+    def shape(self) -> list[int] | None:
+        """(x, y, z, ...) sizes, or None for an invalid header (SimpleITK then refuses it itself)."""
+        ndim = int(self.dim[0])
+        if not 1 <= ndim <= 7 or any(int(n) < 1 for n in self.dim[1:ndim + 1]) or self.bitpix <= 0 or self.bitpix % 8:
+            return None
+        return [int(n) for n in self.dim[1:ndim + 1]]
+
+
+def _nifti_header(header: bytes) -> _NiftiHeader | None:
+    """The fields needed here of a single-file NIfTI-1/2 header, or None when it is not one."""
     for endian in "<>":
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348 and header[344:347] == b"n+1":
             dim = struct.unpack(endian + "8h", header[40:56])
             datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
-            vox_offset = struct.unpack(endian + "f", header[108:112])[0]
-            return endian, dim, datatype, bitpix, vox_offset
+            vox_offset, slope, inter = struct.unpack(endian + "3f", header[108:120])
+            return _NiftiHeader(endian, dim, datatype, bitpix, int(vox_offset), slope, inter)
         if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540 and header[4:7] == b"n+2":
             datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
             dim = struct.unpack(endian + "8q", header[16:80])
-            vox_offset = struct.unpack(endian + "q", header[168:176])[0]
-            return endian, dim, datatype, bitpix, vox_offset
+            vox_offset, = struct.unpack(endian + "q", header[168:176])
+            slope, inter = struct.unpack(endian + "2d", header[176:192])
+            return _NiftiHeader(endian, dim, datatype, bitpix, int(vox_offset), slope, inter)
     return None
 
 
 def _check_nifti(path: Path) -> None:
+    _scan_nifti(path, keep=False)
+
+
+def read_nifti_voxels(path: str | os.PathLike) -> np.ndarray | None:
+    """The voxels of a plain 3D scalar NIfTI file as float32 (Z, Y, X), scl_slope/scl_inter applied, checked.
+
+    The file is decompressed once, for the checks and the values (SimpleITK then only reads the
+    header, for the geometry). None for anything else (2D, 4D, vector, complex or RGB data): read those
+    with SimpleITK after :func:`check_image_file`.
+
+    Raises:
+        InvalidInputError: the file is truncated, its gzip stream is broken, or it holds NaN/Inf.
+    """
+    return _scan_nifti(Path(path), keep=True)
+
+
+def _scan_nifti(path: Path, keep: bool) -> np.ndarray | None:
     try:
         with _open_maybe_gzip(path) as stream:
-            header = stream.read(540)
-            parsed = _nifti_header(header)
-            if parsed is None:
-                return  # not a single-file NIfTI we know: SimpleITK says what it is
-            endian, dim, datatype, bitpix, vox_offset = parsed
-            ndim = int(dim[0])
-            if not 1 <= ndim <= 7 or any(int(n) < 1 for n in dim[1:ndim + 1]) or bitpix <= 0 or bitpix % 8:
-                return  # an invalid header: SimpleITK refuses it with its own message
-            shape = [int(n) for n in dim[1:ndim + 1]]
-            expected = int(np.prod(shape, dtype=np.int64)) * (bitpix // 8)
-            slice_bytes = expected // shape[2] if ndim >= 3 else expected
-            slices = int(np.prod(shape[2:], dtype=np.int64)) if ndim >= 3 else 1
-            offset = int(vox_offset)
-            have, nonfinite = _scan_data(stream, header, offset, expected, _NIFTI_FLOATS.get(datatype), endian)
+            raw = stream.read(540)
+            header = _nifti_header(raw)
+            shape = header.shape if header else None
+            if shape is None:
+                return None  # not a single-file NIfTI we know, or an invalid one: SimpleITK says what it is
+            kind = _NIFTI_TYPES.get(header.datatype)
+            keep = (keep and len(shape) == 3 and kind is not None and np.dtype(kind).kind in "iuf"
+                    and np.dtype(kind).itemsize * 8 == header.bitpix)
+            expected = int(np.prod(shape, dtype=np.int64)) * (header.bitpix // 8)
+            floats = np.dtype(header.endian + kind) if kind and np.dtype(kind).kind in "fc" else None
+            have, nonfinite, data = _scan_data(stream, raw, header.vox_offset, expected,
+                                               None if keep else floats, keep)
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise InvalidInputError(
             f"{path} is truncated or damaged: its gzip stream is broken ({error}); {_COPY_AGAIN}."
         ) from error
     if have < expected:
-        raise _truncated(path, have, expected, slice_bytes, slices)
-    if nonfinite:
-        raise InvalidInputError(nonfinite_message(path, nonfinite))
+        slices = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) >= 3 else 1
+        raise _truncated(path, have, expected, expected // slices, slices)
+    if not keep:
+        if nonfinite:
+            raise InvalidInputError(nonfinite_message(path, nonfinite))
+        return None
+    values = np.frombuffer(data, dtype=np.dtype(header.endian + kind)).reshape(shape[::-1])
+    if floats is not None:
+        nonfinite = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if nonfinite:
+            raise InvalidInputError(nonfinite_message(path, nonfinite))
+    array = values.astype(np.float32)
+    slope, inter = header.scl_slope, header.scl_inter
+    if np.isfinite(slope) and slope != 0 and np.isfinite(inter) and (slope != 1 or inter != 0):
+        array *= np.float32(slope)
+        array += np.float32(inter)
+    return array
 
 
-def _scan_data(stream, header: bytes, offset: int, expected: int, kind: str | None, endian: str) -> tuple[int, int]:
-    """(bytes of voxel data present, non-finite voxels among them), reading `stream` to its end."""
-    dtype = np.dtype(endian + kind) if kind else None
-    buffered = header[offset:] if len(header) > offset else b""
+def _scan_data(stream, header: bytes, offset: int, expected: int, floats: np.dtype | None,
+               keep: bool) -> tuple[int, int, bytearray | None]:
+    """(bytes of voxel data present, non-finite voxels counted, the data if `keep`), reading `stream` to its end."""
+    data = bytearray(expected) if keep else None
     skip = max(0, offset - len(header))
     while skip:
         skipped = len(stream.read(min(skip, _CHUNK)))
         if not skipped:
-            return -1, 0
+            return -1, 0, data
         skip -= skipped
     have, nonfinite, remainder = 0, 0, b""
-    chunk = buffered
+    chunk = header[offset:] if len(header) > offset else b""
     while True:
         if chunk:
             useful = chunk[: max(0, expected - have)]
-            have += len(chunk)
-            if dtype is not None and useful:
-                data = remainder + useful
-                whole = len(data) - len(data) % dtype.itemsize
-                values = np.frombuffer(data[:whole], dtype=dtype)
+            if keep:
+                data[have:have + len(useful)] = useful
+            elif floats is not None and useful:
+                joined = remainder + useful
+                whole = len(joined) - len(joined) % floats.itemsize
+                values = np.frombuffer(joined[:whole], dtype=floats)
                 nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
-                remainder = data[whole:]
+                remainder = joined[whole:]
+            have += len(chunk)
         chunk = stream.read(_CHUNK)
         if not chunk:
-            return have, nonfinite
+            return have, nonfinite, data
 
 
 def _metaimage_header(path: Path) -> tuple[dict, int]:

@@ -95,8 +95,12 @@ def _damage_outside_series(path: Path, pydicom) -> str | None:
     """Why a file that GDCM left out of every series is a damaged image, or None if it is not an image."""
     with open(path, "rb") as file:
         preamble = file.read(132)
+    if not preamble:
+        return "the file is empty"
     if preamble[128:132] != b"DICM":
-        return None  # not DICOM (notes, thumbnails); an empty or cut-off file shows as a missing slice
+        if path.suffix.lower() in (".dcm", ".dicom", ".ima"):
+            return "no DICOM header: the file is cut short or overwritten"
+        return None  # not DICOM (notes, thumbnails)
     try:
         dataset = pydicom.dcmread(path)
     except Exception as error:
@@ -107,12 +111,12 @@ def _damage_outside_series(path: Path, pydicom) -> str | None:
         return "no valid SOP class: its header is corrupt"
     if "PixelData" not in dataset and "Rows" not in dataset and not sop_class.startswith(_IMAGE_SOP_PREFIXES):
         return None  # DICOMDIR, structured report, ...
-    return _pixel_data_problem(dataset) or "it is an image that the DICOM reader cannot parse"
+    return _pixel_data_problem(dataset) or "an image that the DICOM reader cannot parse"
 
 
 def _pixel_data_problem(dataset) -> str | None:
     if "PixelData" not in dataset:
-        return "no pixel data: the file ends early" if "Rows" in dataset or _is_image(dataset) else None
+        return "no pixel data: the file ends before its image" if "Rows" in dataset or _is_image(dataset) else None
     syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
     if syntax is not None and syntax.is_compressed:
         return None
@@ -126,7 +130,9 @@ def _pixel_data_problem(dataset) -> str | None:
 
 
 def _is_image(dataset) -> bool:
-    return str(dataset.get("SOPClassUID", "")).startswith(_IMAGE_SOP_PREFIXES)
+    meta = getattr(dataset, "file_meta", None) or {}
+    sop_class = str(dataset.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", ""))
+    return sop_class.startswith(_IMAGE_SOP_PREFIXES)
 
 
 def check_slice_sizes(files: Sequence[str], datasets: Sequence) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from ..core.atomic import atomic_output_file
 from ..errors import InvalidInputError
 from .dicom import checked_series_files
-from .file_checks import check_image_file, nonfinite_message
+from .file_checks import check_image_file, nonfinite_message, read_nifti_voxels
 from .series_checks import check_dicom_file, is_dicom_file, readable_or_refuse
 from .geometry import VolumeGeometry
 
@@ -74,7 +74,15 @@ def read_ct(
     path = Path(path)
     readable_or_refuse(path)
     with _itk_warnings_off(sitk):
-        image = _read_series(sitk, path, series_uid, allow_irregular_slices) if path.is_dir() else _read_file(sitk, path)
+        if path.is_dir():
+            image = _read_series(sitk, path, series_uid, allow_irregular_slices)
+        elif _suffix(path) in (".nii", ".nii.gz"):
+            checked = _read_nifti(sitk, path)
+            if not isinstance(checked, Path):
+                return checked
+            image = _read_file(sitk, path, checked=True)
+        else:
+            image = _read_file(sitk, path)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidInputError(
             f"{path} has {image.GetNumberOfComponentsPerPixel()} components per pixel (colour or vector image); "
@@ -109,8 +117,26 @@ def _read_series(sitk, folder: Path, series_uid: str | None, allow_irregular_sli
                                 "files are intact and belong to one series.") from error
 
 
-def _read_file(sitk, path: Path):
-    check_image_file(path)
+def _read_nifti(sitk, path: Path):
+    """(array, geometry) of a plain 3D NIfTI, its voxels read by the check (one decompression); else `path`, checked."""
+    voxels = read_nifti_voxels(path)
+    if voxels is None:
+        return path
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InvalidInputError(f"Cannot read the header of {path} ({_itk_reason(error)}); check that it is a "
+                                "NIfTI file, or save the volume again.") from error
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1 or tuple(reader.GetSize()) != voxels.shape[::-1]:
+        return path
+    return voxels, VolumeGeometry.from_sitk(reader)
+
+
+def _read_file(sitk, path: Path, checked: bool = False):
+    if not checked:
+        check_image_file(path)
     if is_dicom_file(path):
         check_dicom_file(path)
     try:

@@ -150,6 +150,43 @@ def test_intact_nifti_still_reads_exactly(tmp_path):
         np.testing.assert_allclose(geometry.spacing, (0.8, 0.7, GAP))
 
 
+@pytest.mark.parametrize("variant", ["int16 slope 2 intercept -1024", "float32 flipped axes", "uint8 oblique",
+                                     "big-endian int16", "float64", "int32 .nii"])
+def test_checked_nifti_read_gives_what_simpleitk_reads(tmp_path, variant):
+    """read_ct takes a plain NIfTI's voxels from its own integrity pass: values and geometry as SimpleITK's."""
+    nib = pytest.importorskip("nibabel")
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 250, size=(COLUMNS, ROWS, SLICES))  # nibabel's (x, y, z)
+    affine = np.diag([0.8, 0.7, GAP, 1.0])
+    affine[:3, 3] = (-10.0, 20.0, 30.0)
+    header, name = None, "ct.nii.gz"
+    if variant.startswith("int16 slope"):
+        data = data.astype(np.int16)
+    elif variant == "float32 flipped axes":
+        data, affine = data.astype(np.float32) * 3.5 - 1000, affine @ np.diag([-1.0, 1.0, -1.0, 1.0])
+    elif variant == "uint8 oblique":
+        c, s = np.cos(0.3), np.sin(0.3)
+        data, affine = data.astype(np.uint8), np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1]]) @ affine
+    elif variant == "big-endian int16":
+        data, header = data.astype(np.int16), nib.Nifti1Header(endianness=">")
+    elif variant == "float64":
+        data = data.astype(np.float64) - 500.25
+    else:
+        data, name = data.astype(np.int32) * 7 - 1024, "ct.nii"
+    image = nib.Nifti1Image(data, affine, header)
+    if variant.startswith("int16 slope"):
+        image.header.set_slope_inter(2.0, -1024.0)
+    path = tmp_path / name
+    nib.save(image, path)
+    array, geometry = read_ct(path)
+    reference = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(array, sitk.GetArrayFromImage(reference).astype(np.float32))
+    assert array.dtype == np.float32 and array.shape == (SLICES, ROWS, COLUMNS)
+    np.testing.assert_allclose(geometry.spacing, reference.GetSpacing())
+    np.testing.assert_allclose(geometry.origin, reference.GetOrigin())
+    np.testing.assert_allclose(geometry.direction, reference.GetDirection())
+
+
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_nan_or_inf_in_an_image_file_is_refused_not_turned_into_zero(tmp_path, capsys, suffix, value):
@@ -265,10 +302,9 @@ def test_series_with_a_damaged_file_is_refused_naming_it(tmp_path, damage):
         victim.write_bytes(raw[:132] + bytes(range(200, 256)) * 3 + raw[132 + 168:])
     else:
         victim.write_bytes(b"")
-    if damage == "empty file":  # an empty file is not recognisably DICOM: the missing slice is then the finding
-        refused(lambda: read_ct(tmp_path / "series"), "missing")
-    else:
-        refused(lambda: read_ct(tmp_path / "series"), victim.name, "damaged")
+    refused(lambda: read_ct(tmp_path / "series"), victim.name, "damaged")
+    victim.rename(tmp_path / victim.name)  # the fix the message names: move it out, then only the gap remains
+    refused(lambda: read_ct(tmp_path / "series"), "1 slice missing")
 
 
 def test_single_truncated_dicom_file_is_refused(tmp_path):
@@ -383,3 +419,21 @@ def test_training_data_refuses_nan_and_truncated_nifti(tmp_path):
             training_loader([entry], patch_size=8, samples_per_volume=1, batch_size=1)
         with pytest.raises(InvalidInputError, match=fragment):
             slice_dataset([entry])
+
+
+def test_notes_and_a_dicomdir_beside_a_series_are_not_taken_for_damage(tmp_path):
+    """Not a fault: files that are not images (notes, a DICOMDIR) beside the slices leave the series as it is."""
+    volume = ct_volume()
+    folder = tmp_path / "series"
+    write_series(folder, volume)
+    (folder / "README.txt").write_text("exported from PACS\n")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory (DICOMDIR)
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    directory = Dataset()
+    directory.file_meta = meta
+    directory.FileSetID = "FAULTS"
+    pydicom.dcmwrite(folder / "DICOMDIR", directory, enforce_file_format=True)
+    array, _ = read_ct(folder)
+    np.testing.assert_array_equal(array, volume)
