@@ -9,7 +9,7 @@ pydicom and the slice positions (ImagePositionPatient projected on the slice nor
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -29,6 +29,9 @@ class SliceLayout:
 
     problem: str | None  # None: a regular grid; else one sentence saying what is irregular
     duplicate: bool = False  # two slices at one position (never valid)
+    positions: np.ndarray | None = field(default=None, compare=False)  # ImagePositionPatient per file (N, 3)
+    orientation: np.ndarray | None = field(default=None, compare=False)  # row and column directions (6,)
+    spacing: float = 0.0  # the usual gap between neighbouring slices, mm
 
 
 def readable_or_refuse(path: Path) -> None:
@@ -166,6 +169,7 @@ def slice_layout(files: Sequence[str], datasets: Sequence) -> SliceLayout:
     normal = np.cross(row, column)
     normal /= np.linalg.norm(normal)
     positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+    positions_in_file_order = positions
     distance = positions @ normal
     order = np.argsort(distance, kind="stable")
     names = [Path(files[i]).name for i in order]
@@ -179,22 +183,23 @@ def slice_layout(files: Sequence[str], datasets: Sequence) -> SliceLayout:
                            "them", duplicate=True)
     nominal = float(np.median(gaps))
     tolerance = max(1e-3, 1e-2 * nominal)
+    measured = dict(positions=positions_in_file_order, orientation=orientations[0], spacing=nominal)
     worst = int(np.argmax(np.abs(gaps - nominal)))
     if abs(gaps[worst] - nominal) > tolerance:
         ratio = gaps[worst] / nominal
         if ratio > 1.5 and abs(ratio - round(ratio)) * nominal <= tolerance:
             lost = int(round(ratio)) - 1
             return SliceLayout(f"{lost} slice{'s' if lost > 1 else ''} missing: {names[worst]} and {names[worst + 1]} "
-                               f"are {gaps[worst]:g} mm apart where the others are {nominal:g} mm apart")
+                               f"are {gaps[worst]:g} mm apart where the others are {nominal:g} mm apart", **measured)
         return SliceLayout(f"slices not evenly spaced: gaps from {gaps.min():g} to {gaps.max():g} mm (e.g. "
-                           f"{gaps[worst]:g} mm between {names[worst]} and {names[worst + 1]})")
+                           f"{gaps[worst]:g} mm between {names[worst]} and {names[worst + 1]})", **measured)
     in_plane = (positions - positions[0]) - np.outer(distance - distance[0], normal)
     pixel = min(float(v) for v in datasets[0].get("PixelSpacing", [1.0, 1.0]))
     if np.linalg.norm(in_plane, axis=1).max() > max(1e-2, 0.05 * pixel):
         span = distance[-1] - distance[0]
         shear = np.linalg.norm(in_plane[-1]) / span if span > 0 else 0.0
         return SliceLayout(f"tilted gantry: each slice is shifted in its plane by {shear * nominal:.3g} mm from the "
-                           f"last, a {np.degrees(np.arctan(shear)):.1f}° tilt from the slice normal")
+                           f"last, a {np.degrees(np.arctan(shear)):.1f}° tilt from the slice normal", **measured)
     return SliceLayout(None)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from .dicom import checked_series_files
 from .file_checks import check_image_file, nonfinite_message, read_nifti_voxels
 from .series_checks import check_dicom_file, is_dicom_file, readable_or_refuse
 from .geometry import VolumeGeometry
+from .resample import resample_to_regular_grid
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -47,22 +48,31 @@ def _itk_warnings_off(sitk) -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
+IRREGULAR_SLICES = ("refuse", "keep", "resample")
+
+
 def read_ct(
-    path: str | Path, series_uid: str | None = None, allow_irregular_slices: bool = False
+    path: str | Path,
+    series_uid: str | None = None,
+    irregular_slices: str = "refuse",
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, VolumeGeometry]:
     """(float32 HU array (Z, Y, X), geometry) from a DICOM folder or file, NIfTI, NRRD or MHA.
 
     Damaged or incomplete input is refused, never read as a wrong volume: a truncated file, NaN or
     infinite values, a damaged or unreadable DICOM file, slices of another size, two slices at one
-    position, and (unless ``allow_irregular_slices``) a series whose slices do not lie on one regular
-    grid (a missing slice, uneven gaps, a gantry tilt).
+    position, and (by default) a series whose slices do not lie on one regular grid (a missing slice,
+    uneven gaps, a gantry tilt), which one spacing and direction cannot place.
 
     Args:
         path: DICOM folder or file, .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file.
         series_uid: the series to read when a DICOM folder holds several.
-        allow_irregular_slices: accept a DICOM series off a regular grid. The array then holds the slices
-            in position order but the geometry's single spacing and direction do not place them: only
-            for callers that keep each slice's own position (a derived DICOM series, `write_dicom_series`).
+        irregular_slices: what to do with a DICOM series off a regular grid: "refuse" (default);
+            "resample" it onto a regular, untilted grid at its usual slice gap (linear interpolation;
+            slices in a gap are interpolated); or "keep" the slices as they are, in position order, with a
+            geometry that does not place them: only for callers that keep each slice's own position (a
+            derived DICOM series, `write_dicom_series`).
+        notify: hears what was resampled, in one line.
 
     Returns:
         The volume in HU and its geometry.
@@ -70,12 +80,16 @@ def read_ct(
     Raises:
         InvalidInputError: the input is missing, unreadable, damaged or incomplete (the message names the fix).
     """
+    if irregular_slices not in IRREGULAR_SLICES:
+        raise InvalidInputError(f"irregular_slices must be one of {', '.join(IRREGULAR_SLICES)}, got {irregular_slices!r}.")
     sitk = _sitk()
     path = Path(path)
     readable_or_refuse(path)
     with _itk_warnings_off(sitk):
         if path.is_dir():
-            image = _read_series(sitk, path, series_uid, allow_irregular_slices)
+            image, layout = _read_series(sitk, path, series_uid, irregular_slices)
+            if layout.problem and irregular_slices == "resample":
+                return _resampled(sitk, path, image, layout, notify)
         elif _suffix(path) in (".nii", ".nii.gz"):
             checked = _read_nifti(sitk, path)
             if not isinstance(checked, Path):
@@ -100,21 +114,35 @@ def read_ct(
     return array, VolumeGeometry.from_sitk(image)
 
 
-def _read_series(sitk, folder: Path, series_uid: str | None, allow_irregular_slices: bool):
+def _read_series(sitk, folder: Path, series_uid: str | None, irregular_slices: str):
+    """The series as one SimpleITK image (slices in position order) and where its slices lie."""
     files, layout = checked_series_files(folder, series_uid)
-    if layout.problem and (layout.duplicate or not allow_irregular_slices):
-        fix = "" if layout.duplicate else (
+    if layout.problem and (layout.duplicate or irregular_slices == "refuse"
+                           or (irregular_slices == "resample" and layout.positions is None)):
+        fix = "" if layout.duplicate or layout.positions is None else (
             ". A NIfTI/NRRD/MHA volume has one regular grid, so these slices would land at wrong positions: write "
-            "a DICOM folder instead (an output name without suffix; it keeps each slice's position), or complete "
-            "or resample the series first")
+            "a DICOM folder instead (an output name without suffix; it keeps each slice's position), or resample "
+            "it onto a regular grid (tscdenoise denoise --resample; read_ct(..., irregular_slices=\"resample\"))")
         raise InvalidInputError(f"{folder}: {layout.problem}{fix}.")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        return reader.Execute(), layout
     except RuntimeError as error:
         raise InvalidInputError(f"Cannot read the DICOM series in {folder} ({_itk_reason(error)}); check that its "
                                 "files are intact and belong to one series.") from error
+
+
+def _resampled(sitk, folder: Path, image, layout, notify) -> tuple[np.ndarray, VolumeGeometry]:
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
+        raise InvalidInputError(f"{folder} is not a scalar 3D series; it cannot be resampled.")
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    volume, geometry = resample_to_regular_grid(array, layout.positions, layout.orientation,
+                                                image.GetSpacing()[:2], layout.spacing)
+    if notify is not None:
+        notify(f"{folder}: {layout.problem}; resampled onto a regular {layout.spacing:g} mm grid "
+               f"({array.shape[0]} slices -> {volume.shape[0]})")
+    return volume, geometry
 
 
 def _read_nifti(sitk, path: Path):

@@ -351,7 +351,7 @@ CASES = {"missing slice": ("1 slice missing", "IM0002.dcm and IM0003.dcm"),
 @pytest.mark.parametrize("case", list(CASES))
 def test_irregular_series_is_refused_for_an_image_output(tmp_path, case):
     folder, _ = _irregular_series(tmp_path, case)
-    refused(lambda: read_ct(folder), folder.name, *CASES[case], "DICOM folder")
+    refused(lambda: read_ct(folder), folder.name, *CASES[case], "DICOM folder", "--resample")
     out = tmp_path / "out.nii.gz"
     refused(lambda: denoise_file(folder, out, tmp_path / "unused.pt"), *CASES[case])
     assert not out.exists()
@@ -368,6 +368,59 @@ def test_irregular_series_to_a_dicom_folder_keeps_every_slice_position(tmp_path,
     # slice means carry the +10 HU per slice ramp: every slice stays with its position
     np.testing.assert_allclose(denoised.mean(axis=(1, 2)), volume.mean(axis=(1, 2)), atol=60)
     assert list(np.argsort(denoised.mean(axis=(1, 2)))) == list(np.argsort(volume.mean(axis=(1, 2))))
+
+
+def _linear_hu(points: np.ndarray) -> np.ndarray:
+    """A CT-like image that is linear in patient space: linear interpolation reproduces it exactly."""
+    return -300.0 + points @ np.array([4.0, -3.0, 6.0])
+
+
+@pytest.mark.parametrize("case", ["missing slice", "non-uniform spacing", "tilted gantry"])
+def test_resampling_puts_every_voxel_where_it_belongs(case):
+    from TSCDenoiseLib.io.resample import resample_to_regular_grid
+
+    angle = np.radians(10.0)
+    row, column = np.array([1.0, 0.0, 0.0]), np.array([0.0, np.cos(angle), np.sin(angle)])
+    normal = np.cross(row, column)
+    sx, sy = 0.8, 0.7
+    steps = {"missing slice": [0, 1, 2, 4, 5], "non-uniform spacing": [0, 1, 2.2, 3.2, 4.2, 5.2],
+             "tilted gantry": [0, 1, 2, 3, 4, 5]}[case]
+    tilt = np.tan(np.radians(15.0)) * GAP * column if case == "tilted gantry" else np.zeros(3)
+    origin = np.array([-10.0, -20.0, 100.0])
+    positions = np.array([origin + s * GAP * normal + s * tilt for s in steps])
+    rows = 40  # room for the tilt's shift (up to 5 rows) and an interior to compare
+    y, x = np.mgrid[:rows, :COLUMNS]
+    def plane(corner):
+        return _linear_hu(corner + x[..., None] * sx * row + y[..., None] * sy * column)
+    slices = np.stack([plane(p) for p in positions]).astype(np.float32)
+    shuffled = np.random.default_rng(0).permutation(len(steps))  # any file order
+    volume, geometry = resample_to_regular_grid(slices[shuffled], positions[shuffled], np.r_[row, column], (sx, sy), GAP)
+    expected_count = int(np.floor(steps[-1] + 1e-6)) + 1
+    assert volume.shape == (expected_count, rows, COLUMNS)
+    np.testing.assert_allclose(geometry.spacing, (sx, sy, GAP))
+    np.testing.assert_allclose(geometry.origin, origin)
+    np.testing.assert_allclose(np.reshape(geometry.direction, (3, 3)), np.stack([row, column, normal], axis=1), atol=1e-12)
+    margin = int(np.ceil(np.abs(tilt).max() * steps[-1] / sy)) + 1 if case == "tilted gantry" else 0
+    inside = slice(margin, rows - margin)
+    assert rows - 2 * margin >= 20
+    for k in range(expected_count):
+        truth = plane(origin + k * GAP * normal)
+        np.testing.assert_allclose(volume[k][inside], truth[inside], atol=1e-3)
+
+
+def test_resample_option_writes_a_regular_nifti_of_a_tilted_series(tmp_path, checkpoint, capsys):
+    folder, volume = _irregular_series(tmp_path, "tilted gantry")
+    out = tmp_path / "denoised.nii.gz"
+    argv = ["denoise", str(folder), str(out), "--model", str(checkpoint), "--device", "cpu"]
+    cli_refuses(capsys, argv, "tilt", "--resample")
+    assert not out.exists()
+    assert main(argv + ["--resample"]) == EXIT_OK
+    assert "resampled onto a regular 2.5 mm grid" in capsys.readouterr().err
+    written, geometry = read_ct(out)
+    assert written.shape == volume.shape
+    np.testing.assert_allclose(geometry.spacing, (0.8, 0.7, GAP), atol=1e-4)
+    np.testing.assert_allclose(geometry.direction, (1, 0, 0, 0, 1, 0, 0, 0, 1), atol=1e-6)  # no tilt left
+    np.testing.assert_allclose(geometry.origin, (-10.0, -20.0, 100.0), atol=1e-4)
 
 
 def test_series_with_duplicate_positions_is_refused(tmp_path, capsys):
