@@ -20,6 +20,8 @@ from ..errors import InvalidInputError
 # Storage SOP classes of images a CT folder may hold (CT, enhanced CT, MR, PET, secondary capture).
 _IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128",
                        "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.7")
+_PIXEL_DATA = 0x7FE00010
+_DEFER_BYTES = 4096  # leave pixel data unread (its length is checked against the file's size)
 _DAMAGED_FIX = "restore it from the archive or PACS, or move it out of the folder to denoise the other slices"
 
 
@@ -84,10 +86,10 @@ def check_folder_files(folder: Path, series_files: Sequence[str], chosen: Sequen
     datasets = []
     for file in chosen:
         try:
-            dataset = pydicom.dcmread(file)
+            dataset = pydicom.dcmread(file, defer_size=_DEFER_BYTES)
         except Exception as error:  # pydicom raises many types on damaged files
             raise InvalidInputError(f"{file} is a damaged DICOM file ({error}); {_DAMAGED_FIX}.") from error
-        problem = _pixel_data_problem(dataset)
+        problem = _pixel_data_problem(dataset, file)
         if problem:
             raise InvalidInputError(f"{file} is a damaged DICOM file ({problem}); {_DAMAGED_FIX}.")
         datasets.append(dataset)
@@ -105,7 +107,7 @@ def _damage_outside_series(path: Path, pydicom) -> str | None:
             return "no DICOM header: the file is cut short or overwritten"
         return None  # not DICOM (notes, thumbnails)
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except Exception as error:
         return f"pydicom cannot parse it: {error}"
     meta = getattr(dataset, "file_meta", None) or {}
@@ -114,10 +116,22 @@ def _damage_outside_series(path: Path, pydicom) -> str | None:
         return "no valid SOP class: its header is corrupt"
     if "PixelData" not in dataset and "Rows" not in dataset and not sop_class.startswith(_IMAGE_SOP_PREFIXES):
         return None  # DICOMDIR, structured report, ...
-    return _pixel_data_problem(dataset) or "an image that the DICOM reader cannot parse"
+    return _pixel_data_problem(dataset, path) or "an image that the DICOM reader cannot parse"
 
 
-def _pixel_data_problem(dataset) -> str | None:
+def _pixel_data_length(dataset, path) -> int:
+    """Bytes of pixel data the file really holds, without reading a deferred (large) value."""
+    try:
+        element = dataset.get_item(_PIXEL_DATA, keep_deferred=True)
+    except TypeError:  # pydicom < 3 has no keep_deferred: read the value
+        element = dataset.get_item(_PIXEL_DATA)
+    value = element.value
+    if value is None and getattr(element, "value_tell", None) is not None:
+        return max(0, min(int(element.length), os.path.getsize(path) - int(element.value_tell)))
+    return len(value or b"")
+
+
+def _pixel_data_problem(dataset, path) -> str | None:
     if "PixelData" not in dataset:
         return "no pixel data: the file ends before its image" if "Rows" in dataset or _is_image(dataset) else None
     syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
@@ -128,7 +142,7 @@ def _pixel_data_problem(dataset) -> str | None:
                     * int(dataset.BitsAllocated) // 8 * int(dataset.get("NumberOfFrames", 1) or 1))
     except (AttributeError, TypeError, ValueError):
         return "Rows, Columns or BitsAllocated missing"
-    have = len(dataset.PixelData)
+    have = _pixel_data_length(dataset, path)
     return f"truncated: its pixel data hold {have} of {expected} bytes" if have < expected else None
 
 
@@ -214,9 +228,9 @@ def check_dicom_file(path: Path) -> None:
     import pydicom
 
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except Exception as error:  # pydicom raises many types on damaged files
         raise InvalidInputError(f"{path} is a damaged DICOM file ({error}); restore it from the archive or PACS.") from error
-    problem = _pixel_data_problem(dataset)
+    problem = _pixel_data_problem(dataset, path)
     if problem:
         raise InvalidInputError(f"{path} is a damaged DICOM file ({problem}); restore it from the archive or PACS.")

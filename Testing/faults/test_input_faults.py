@@ -255,7 +255,7 @@ def _run_cli_as_unprivileged(argv: list[str]) -> subprocess.CompletedProcess:
                           env=environment, timeout=120)
 
 
-@pytest.mark.parametrize("what", ["file", "folder", "dicom slice"])
+@pytest.mark.parametrize("what", ["file", "folder", "dicom slice", "folder above"])
 def test_unreadable_input_says_permission_denied_not_does_not_exist(what):
     base = Path(tempfile.mkdtemp(prefix="tsc-faults-"))
     try:
@@ -269,12 +269,17 @@ def test_unreadable_input_says_permission_denied_not_does_not_exist(what):
             write_series(target, ct_volume())
             os.chmod(target, 0)
             shown = "series"
-        else:
+        elif what == "dicom slice":
             target = base / "series"
             files = write_series(target, ct_volume())
             os.chmod(target, 0o777)
             os.chmod(files[3], 0)
             shown = files[3].name
+        else:  # a folder on the way that may not be entered
+            (base / "locked").mkdir()
+            target = _image(base / "locked", "ct.nii.gz", ct_volume().astype(np.int16))
+            os.chmod(base / "locked", 0o666)
+            shown = target.name
         result = _run_cli_as_unprivileged(["denoise", str(target), str(base / "out.nii.gz"),
                                            "--model", str(base / "unused.pt")])
         err = result.stderr.strip().splitlines()
