@@ -91,9 +91,9 @@ def read_ct(
             if layout.problem and irregular_slices == "resample":
                 return _resampled(sitk, path, image, layout, notify)
         elif _suffix(path) in (".nii", ".nii.gz"):
-            checked = _read_nifti(sitk, path)
-            if not isinstance(checked, Path):
-                return checked
+            plain = _read_plain_nifti(sitk, path)
+            if plain is not None:
+                return plain
             image = _read_file(sitk, path, checked=True)
         else:
             image = _read_file(sitk, path)
@@ -145,11 +145,14 @@ def _resampled(sitk, folder: Path, image, layout, notify) -> tuple[np.ndarray, V
     return volume, geometry
 
 
-def _read_nifti(sitk, path: Path):
-    """(array, geometry) of a plain 3D NIfTI, its voxels read by the check (one decompression); else `path`, checked."""
+def _read_plain_nifti(sitk, path: Path) -> tuple[np.ndarray, VolumeGeometry] | None:
+    """(array, geometry) of a plain 3D scalar NIfTI, its voxels kept from the check (one decompression).
+
+    None for any other NIfTI (2D, 4D, vector, ...), checked already: SimpleITK then reads it.
+    """
     voxels = read_nifti_voxels(path)
     if voxels is None:
-        return path
+        return None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -158,7 +161,7 @@ def _read_nifti(sitk, path: Path):
         raise InvalidInputError(f"Cannot read the header of {path} ({_itk_reason(error)}); check that it is a "
                                 "NIfTI file, or save the volume again.") from error
     if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1 or tuple(reader.GetSize()) != voxels.shape[::-1]:
-        return path
+        return None
     return voxels, VolumeGeometry.from_sitk(reader)
 
 
