@@ -9,6 +9,7 @@ pydicom and the slice positions (ImagePositionPatient projected on the slice nor
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -86,7 +87,9 @@ def check_folder_files(folder: Path, series_files: Sequence[str], chosen: Sequen
     datasets = []
     for file in chosen:
         try:
-            dataset = pydicom.dcmread(file, defer_size=_DEFER_BYTES)
+            with warnings.catch_warnings():  # odd but harmless values: GDCM reads them, no noise on stderr
+                warnings.simplefilter("ignore")
+                dataset = pydicom.dcmread(file, defer_size=_DEFER_BYTES, force=True)  # GDCM took it: no preamble needed
         except Exception as error:  # pydicom raises many types on damaged files
             raise InvalidInputError(f"{file} is a damaged DICOM file ({error}); {_DAMAGED_FIX}.") from error
         problem = _pixel_data_problem(dataset, file)
@@ -107,7 +110,9 @@ def _damage_outside_series(path: Path, pydicom) -> str | None:
             return "no DICOM header: the file is cut short or overwritten"
         return None  # not DICOM (notes, thumbnails)
     try:
-        dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except Exception as error:
         return f"pydicom cannot parse it: {error}"
     meta = getattr(dataset, "file_meta", None) or {}

@@ -495,3 +495,17 @@ def test_notes_and_a_dicomdir_beside_a_series_are_not_taken_for_damage(tmp_path)
     pydicom.dcmwrite(folder / "DICOMDIR", directory, enforce_file_format=True)
     array, _ = read_ct(folder)
     np.testing.assert_array_equal(array, volume)
+
+
+def test_series_of_files_without_a_preamble_still_reads(tmp_path):
+    """Not a fault: files without the 128-byte preamble and meta header (old exports) that GDCM reads are fine."""
+    volume = ct_volume()
+    folder = tmp_path / "series"
+    for file in write_series(folder, volume):
+        dataset = pydicom.dcmread(file)
+        dataset.preamble = None
+        del dataset.file_meta
+        pydicom.dcmwrite(file, dataset, enforce_file_format=False, implicit_vr=True, little_endian=True)
+        assert file.read_bytes()[128:132] != b"DICM"
+    array, _ = read_ct(folder)
+    np.testing.assert_array_equal(array, volume)
