@@ -50,10 +50,14 @@ def denoise_file(
     overwrite: bool = False,
     progress: Optional[Callable[[int, int], None]] = None,
     notify: Optional[Callable[[str], None]] = None,
+    resample: bool = False,
 ) -> DenoisedFile:
     """Denoise the CT at `input_path` (DICOM folder/file, NIfTI, NRRD, MHA) into `output_path`.
 
-    The output format comes from its name (see `output_kind`). The input is never modified; the
+    The output format comes from its name (see `output_kind`). Damaged or incomplete input is refused
+    (see `read_ct`); a DICOM series off a regular grid (missing slice, uneven gaps, gantry tilt) goes
+    into a DICOM folder as it is (each slice keeps its position), and into an image file only with
+    `resample` (onto a regular grid, linear interpolation). The input is never modified; the
     output keeps its geometry and is written atomically, and an existing output is refused unless
     `overwrite`. `model_path` None means the bundled default model. `notify(message)` hears the
     device and slab size chosen and any fallback to the CPU.
@@ -67,10 +71,10 @@ def denoise_file(
     if input_path is None or output_path is None:
         raise InvalidInputError("Give both an input CT and an output path, e.g. --input ct.nii.gz --output denoised.nii.gz.")
     input_path, output_path = Path(input_path), Path(output_path)
-    check_output_path(input_path, output_path, overwrite)
+    kind = check_output_path(input_path, output_path, overwrite)
     say = notify or (lambda message: None)
     started = time.perf_counter()
-    volume, geometry = read_ct(input_path)
+    volume, geometry = read_ct(input_path, irregular_slices=irregular_slices(input_path, kind, resample), notify=say)
     read_s = time.perf_counter() - started
     target = resolve_device(device)
     model_path = Path(model_path) if model_path is not None else default_model_path()
@@ -112,6 +116,17 @@ def check_output_path(source: Path, target: Path, overwrite: bool) -> str:
     if exists and not overwrite:
         raise InvalidInputError(f"{target} exists already; pass --overwrite (overwrite=True) or choose another output path.")
     return kind
+
+
+def irregular_slices(source: Path, kind: str, resample: bool) -> str:
+    """`read_ct`'s irregular_slices for writing `source` as output `kind`.
+
+    A derived DICOM series keeps each slice's own position ("keep"); an image file has one grid, so
+    a series off it is refused unless resampling was asked for.
+    """
+    if kind == "dicom" and source.is_dir():
+        return "keep"
+    return "resample" if resample else "refuse"
 
 
 def write_volume(array: np.ndarray, geometry, source: Path, target: Path, overwrite: bool) -> Path:

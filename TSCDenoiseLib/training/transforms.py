@@ -7,6 +7,7 @@ same random draw for every key, which keeps the pair aligned.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ from monai.transforms import (
 from ..errors import InvalidInputError, InvalidVolumeError
 from ..core.intensity import HUWindow
 from ..core.volume_checks import validate_ct_volume
+from ..io.file_checks import check_image_file
 
 PAIR_KEYS = ("ldct", "ndct")
 # NIfTI through nibabel. For NRRD/MHA datalists pass reader="ITKReader" (needs `pip install itk`), or
@@ -38,6 +40,24 @@ DEFAULT_READER = "NibabelReader"
 def _source_name(image) -> str:
     meta = getattr(image, "meta", {}) or {}
     return str(meta.get("filename_or_obj", "<array>"))
+
+
+class CheckImageFilesd(MapTransform):
+    """Refuse truncated NIfTI/MetaImage files and NIfTI holding NaN/Inf before a reader sees them.
+
+    nibabel stops a cut .nii.gz with a bare EOFError that MONAI wraps in a long traceback; this names
+    the file, the key and the fix instead.
+    """
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, Path)):
+                try:
+                    check_image_file(d[key])
+                except InvalidInputError as error:
+                    raise InvalidInputError(f"{key} image: {error}") from error
+        return d
 
 
 class EnsureCTd(MapTransform):
@@ -167,6 +187,7 @@ def training_transforms(
     """
     keys = ["ndct"] if simulate else list(PAIR_KEYS)
     steps = [
+        CheckImageFilesd(keys=keys),
         LoadImaged(keys=keys, reader=reader, image_only=True, ensure_channel_first=True),
         EnsureCTd(keys=keys),
         RandSpatialCropSamplesd(keys=keys, roi_size=(-1, -1, 1), num_samples=samples_per_volume, random_size=False),
@@ -188,6 +209,7 @@ def training_transforms(
 def volume_transforms(window=None, keys: Sequence[str] = PAIR_KEYS, reader: str = DEFAULT_READER) -> Compose:
     """Load and check a pair of volumes, normalized (for validation and evaluation)."""
     return Compose([
+        CheckImageFilesd(keys=list(keys)),
         LoadImaged(keys=list(keys), reader=reader, image_only=True, ensure_channel_first=True),
         EnsureCTd(keys=list(keys)),
         NormalizeHUd(keys=list(keys), window=window),
