@@ -18,9 +18,11 @@ import numpy as np
 
 from ..errors import InvalidInputError
 
-# Storage SOP classes of images a CT folder may hold (CT, enhanced CT, MR, PET, secondary capture).
-_IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128",
-                       "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.7")
+# Storage SOP classes of images a CT folder may hold (CT, MR, PET, secondary capture) and their enhanced or
+# multi-frame children (the class UID followed by more components). RT objects (1.2.840.10008.5.1.4.1.1.481.x)
+# share the MR class's leading characters, so a class matches only whole components.
+_IMAGE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128",
+                      "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.7")
 _PIXEL_DATA = 0x7FE00010
 _DEFER_BYTES = 4096  # leave pixel data unread (its length is checked against the file's size)
 _DAMAGED_FIX = "restore it from the archive or PACS, or move it out of the folder to denoise the other slices"
@@ -119,7 +121,7 @@ def _damage_outside_series(path: Path, pydicom) -> str | None:
     sop_class = str(dataset.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", ""))
     if not sop_class.startswith("1.2.840.10008."):
         return "no valid SOP class: its header is corrupt"
-    if "PixelData" not in dataset and "Rows" not in dataset and not sop_class.startswith(_IMAGE_SOP_PREFIXES):
+    if "PixelData" not in dataset and "Rows" not in dataset and not _is_image_class(sop_class):
         return None  # DICOMDIR, structured report, ...
     return _pixel_data_problem(dataset, path) or "an image that the DICOM reader cannot parse"
 
@@ -151,10 +153,13 @@ def _pixel_data_problem(dataset, path) -> str | None:
     return f"truncated: its pixel data hold {have} of {expected} bytes" if have < expected else None
 
 
+def _is_image_class(sop_class: str) -> bool:
+    return any(sop_class == uid or sop_class.startswith(uid + ".") for uid in _IMAGE_SOP_CLASSES)
+
+
 def _is_image(dataset) -> bool:
     meta = getattr(dataset, "file_meta", None) or {}
-    sop_class = str(dataset.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", ""))
-    return sop_class.startswith(_IMAGE_SOP_PREFIXES)
+    return _is_image_class(str(dataset.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "")))
 
 
 def check_slice_sizes(files: Sequence[str], datasets: Sequence) -> None:

@@ -498,6 +498,26 @@ def test_notes_and_a_dicomdir_beside_a_series_are_not_taken_for_damage(tmp_path)
     np.testing.assert_array_equal(array, volume)
 
 
+def test_an_rt_structure_set_beside_a_series_is_not_taken_for_damage(tmp_path):
+    """Not a fault: radiotherapy folders hold an RTSTRUCT (no pixel data) beside the CT slices. Its SOP class
+    (1.2.840.10008.5.1.4.1.1.481.3) starts with the MR image class's characters, which once read as an image."""
+    volume = ct_volume()
+    folder = tmp_path / "series"
+    write_series(folder, volume)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"  # RT Structure Set Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    structures = Dataset()
+    structures.file_meta = meta
+    structures.SOPClassUID = meta.MediaStorageSOPClassUID
+    structures.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    structures.Modality = "RTSTRUCT"
+    pydicom.dcmwrite(folder / "RS_structures.dcm", structures, enforce_file_format=True)
+    array, _ = read_ct(folder)
+    np.testing.assert_array_equal(array, volume)
+
+
 def test_series_of_files_without_a_preamble_still_reads(tmp_path):
     """Not a fault: files without the 128-byte preamble and meta header (old exports) that GDCM reads are fine."""
     volume = ct_volume()
