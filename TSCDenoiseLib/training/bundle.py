@@ -7,6 +7,7 @@ traceback; :func:`one_line_errors` (the config's first step) prints our own erro
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import sys
 import zipfile
@@ -204,3 +205,86 @@ def check_run(
         check_checkpoint(path, key)
     if resume is not None:
         check_resume(resume, resumed)
+
+
+def _running_parser():
+    """The ``ConfigParser`` evaluating the calling config expression.
+
+    MONAI hands a config expression no handle on its parser, so it is found on the call stack
+    (``ConfigParser.get_parsed_content`` is always there while an expression is evaluated).
+    """
+    from monai.bundle import ConfigParser
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, ConfigParser):
+            return candidate
+        frame = frame.f_back
+    raise RuntimeError("run_stages must be called from a bundle config run by monai.bundle (python -m monai.bundle run).")
+
+
+def _run_items(parser, item_id: str) -> None:
+    """Evaluate a config expression, or each one of a list in order (as ``monai.bundle`` runs ``initialize``)."""
+    if item_id not in parser:
+        return
+    if isinstance(parser[item_id], list):
+        for index in range(len(parser[item_id])):
+            parser.get_parsed_content(f"{item_id}#{index}")
+    else:
+        parser.get_parsed_content(item_id)
+
+
+def run_stages(stage: str, teacher_checkpoint: Optional[str], resume: Optional[str] = None) -> None:
+    """Train the stage(s) `stage` names ("both": the teacher, then the student against it), each in a fresh
+    parse of the running config with its ``stage`` key set, by running that parse's ``initialize`` and
+    ``train_stage``.
+
+    The config holds one generic stage whose names and paths come from ``stage``; MONAI's ``%`` macro
+    cannot make a second copy of it (``@`` references inside a copied block are not re-bound), so each
+    stage gets its own parser, as a single-stage run (``--config_file "['configs/train.json',
+    'configs/student.json']"``) would.
+
+    Args:
+        stage: "both", "teacher" or "student".
+        teacher_checkpoint: the teacher file of this run, resolved once: the student of a two-stage run trains
+            against the teacher the first stage wrote.
+        resume: a training state for the first stage run (the teacher's in a two-stage run), or None.
+
+    Raises:
+        TSCDenoiseError: a check of a stage failed (one line on the command line).
+    """
+    from monai.bundle import ConfigParser
+
+    config = _running_parser().get()
+    stages = ("teacher", "student") if check_stage(stage) == "both" else (stage,)
+    for index, name in enumerate(stages):
+        parser = ConfigParser(copy.deepcopy(config))
+        parser["stage"] = name
+        parser["teacher_checkpoint"] = str(teacher_checkpoint) if teacher_checkpoint else None
+        parser["resume"] = resume if index == 0 else None
+        parser.parse()
+        _run_items(parser, "initialize")
+        _run_items(parser, "train_stage")
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the process group when started by ``torchrun`` with more than one process (nccl on GPUs, gloo on
+    CPU); nothing otherwise. Idempotent."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def finish_distributed() -> None:
+    """Leave the process group, if this process joined one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

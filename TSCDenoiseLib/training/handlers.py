@@ -23,8 +23,8 @@ class BestModelSaver:
 
     Unlike MONAI's ``CheckpointSaver`` (which saves the whole training state for resuming), this writes
     the deployable one-file checkpoint (weights, config, HU window, role) that ``load_model`` reads,
-    and records the metric, epoch and `metadata` in it (and, given the stage's `run` record, the teacher a
-    student trained against). Under DDP only rank 0 writes.
+    and records the metric, epoch and `metadata` (a dict, and/or keyword arguments) in it (and, given the
+    stage's `run` record, the teacher a student trained against). Under DDP only rank 0 writes.
     """
 
     def __init__(
@@ -35,7 +35,8 @@ class BestModelSaver:
         hu_window: HUWindow | Sequence[float] | None = None,
         higher_is_better: bool = True,
         run: Any = None,
-        **metadata: Any,
+        metadata: Optional[dict] = None,
+        **more_metadata: Any,
     ) -> None:
         self.network = network
         self.run = run
@@ -43,7 +44,7 @@ class BestModelSaver:
         self.role = role
         self.hu_window = HUWindow.from_any(hu_window)
         self.higher_is_better = higher_is_better
-        self.metadata = metadata
+        self.metadata = {**(metadata or {}), **more_metadata}
         self.best: Optional[float] = None
 
     def attach(self, engine: Engine) -> None:
