@@ -233,3 +233,14 @@ def test_the_config_transforms_are_the_python_pipeline():
     a, b = parser.get_parsed_content("validate#preprocessing")(dict(entry)), volume_transforms(None)(dict(entry))
     for key in ("ldct", "ndct"):
         assert 0 <= float(a[key].min()) < float(a[key].max()) <= 1 and torch.equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("stage_file", [None, "teacher.json", "student.json"])
+def test_the_training_configs_have_the_model_zoo_train_properties(stage_file):
+    from monai.bundle import ConfigWorkflow
+
+    files = [str(CONFIGS / "train.json")] + ([str(CONFIGS / stage_file)] if stage_file else [])
+    workflow = ConfigWorkflow(config_file=files, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+                              logging_file=False, bundle_root=str(BUNDLE))
+    workflow.initialize()  # checks the stage name; builds nothing
+    assert workflow.check_properties() == []
