@@ -134,7 +134,7 @@ def test_ablation_and_redcnn_configs_train_without_a_teacher(tmp_path):
 def test_two_process_gloo_training_syncs_weights_and_only_rank0_writes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",  # standalone: a free port (tests run side by side)
         "-m", "monai.bundle", "run", "training",
         "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
         "--bundle_root", str(BUNDLE), "--output_dir", str(tmp_path), "--teacher_epochs", "1", "--student_epochs", "1",
