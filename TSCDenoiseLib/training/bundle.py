@@ -30,7 +30,7 @@ def user_error(error: BaseException) -> Optional[TSCDenoiseError]:
         if isinstance(error, TSCDenoiseError):
             return error
         seen.add(id(error))
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return None
 
 
