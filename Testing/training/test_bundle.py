@@ -115,6 +115,10 @@ def test_same_seed_gives_the_same_teacher(tmp_path):
     train(tmp_path / "b", stage="teacher")
     train(tmp_path / "c", stage="teacher", seed=1)
     a, b, c = (read_checkpoint(tmp_path / name / "teacher.pt")["state_dict"] for name in "abc")
+    # One stage writes only its own folders (no empty student_state/ or tensorboard/student).
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["teacher.pt", "teacher_log.jsonl", "teacher_state",
+                                                                   "tensorboard"]
+    assert [p.name for p in (tmp_path / "a" / "tensorboard").iterdir()] == ["teacher"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
