@@ -140,8 +140,9 @@ def test_a_bad_resume_file_or_checkpoint_is_refused_before_anything_is_written(f
         assert str(resume) in str(error) and expected in str(error) and "'resume'" in str(error)
     error = refused(tmp_path / "out", stage="student", teacher_checkpoint=str(tmp_path / "absent.pt"))
     assert "absent.pt" in str(error) and "'teacher_checkpoint'" in str(error)
-    error = refused(tmp_path / "out", stage="student", student_init=str(tmp_path / "absent.pt"))
-    assert "'student_init'" in str(error)
+    for stage in ("student", "both"):  # a two-stage run checks the student's warm start before training the teacher
+        error = refused(tmp_path / "out", stage=stage, student_init=str(tmp_path / "absent.pt"))
+        assert "'student_init'" in str(error)
     assert not (tmp_path / "out").exists()
 
 
