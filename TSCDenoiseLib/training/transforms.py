@@ -23,6 +23,7 @@ from monai.transforms import (
     RandRotate90d,
     RandSpatialCropd,
     RandSpatialCropSamplesd,
+    ScaleIntensityRanged,
     SqueezeDimd,
 )
 
@@ -173,6 +174,12 @@ class SimulateLowDosed(RandomizableTransform, MapTransform):
         return d
 
 
+def scale_hu(keys: Sequence[str], window=None) -> ScaleIntensityRanged:
+    """HU -> [0, 1] on a checkpoint's window, clipped: MONAI's ``ScaleIntensityRanged`` (as the bundle config)."""
+    low, high = HUWindow.from_any(window).as_tuple()
+    return ScaleIntensityRanged(keys=list(keys), a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+
+
 def training_transforms(
     window=None,
     patch_size: int = 64,
@@ -183,7 +190,8 @@ def training_transforms(
 ) -> Compose:
     """Load a pair of volumes, check them, draw ``samples_per_volume`` paired 2D axial patches.
 
-    With ``simulate=True`` only ``ndct`` is loaded and ``ldct`` is simulated per slice.
+    With ``simulate=True`` only ``ndct`` is loaded and ``ldct`` is simulated per slice. The bundle's
+    ``train#preprocessing`` is the same list written in the config (a test keeps the two equal).
     """
     keys = ["ndct"] if simulate else list(PAIR_KEYS)
     steps = [
@@ -200,7 +208,7 @@ def training_transforms(
         RandFlipd(keys=list(PAIR_KEYS), prob=0.5, spatial_axis=0),
         RandFlipd(keys=list(PAIR_KEYS), prob=0.5, spatial_axis=1),
         RandRotate90d(keys=list(PAIR_KEYS), prob=0.5, max_k=3),
-        NormalizeHUd(keys=list(PAIR_KEYS), window=window),
+        scale_hu(PAIR_KEYS, window),
         EnsureTyped(keys=list(PAIR_KEYS), dtype=torch.float32, track_meta=False),
     ]
     return Compose(steps)
@@ -212,6 +220,6 @@ def volume_transforms(window=None, keys: Sequence[str] = PAIR_KEYS, reader: str 
         CheckImageFilesd(keys=list(keys)),
         LoadImaged(keys=list(keys), reader=reader, image_only=True, ensure_channel_first=True),
         EnsureCTd(keys=list(keys)),
-        NormalizeHUd(keys=list(keys), window=window),
+        scale_hu(keys, window),
         EnsureTyped(keys=list(keys), dtype=torch.float32),
     ])
