@@ -40,13 +40,23 @@ def denoise_volume_node(
     check_hu: bool = True,
     notify: Optional[Callable[[str], None]] = None,
 ) -> Any:
-    """Denoise the CT in `input_node` (a ``vtkMRMLScalarVolumeNode``) and return the output node.
+    """Denoise the CT in `input_node` and return the output node; the input node and its voxels stay unchanged.
 
-    `output_node` None creates "<input name> denoised" in the input's scene, with the input's IJK->RAS
-    matrix, parent transform and window/level; passing the input node itself is refused. `model` is None
-    (the bundled default weights), a checkpoint path, or a loaded network. `progress(done, total)`,
-    `cancel()` and the other arguments are those of ``TSCDenoiseLib.denoise_volume``; on CUDA
-    out-of-memory the run falls back to the CPU and `notify(message)` is told.
+    Args:
+        input_node: a ``vtkMRMLScalarVolumeNode`` holding CT in HU (label maps and vector volumes are refused).
+        output_node: None creates "<input name> denoised" in the input's scene, with the input's IJK->RAS
+            matrix, parent transform and window/level; an existing scalar volume node is filled instead. The
+            input node itself is refused.
+        model: None (the bundled default weights), a checkpoint path, or a loaded network.
+        device, slab_size, amp, progress, cancel, check_hu: as for ``TSCDenoiseLib.denoise_volume``.
+        notify: told (one message) when CUDA runs out of memory and the run falls back to the CPU.
+
+    Returns:
+        The output volume node, added to the scene only once its voxels are complete.
+
+    Raises:
+        InvalidInputError: the input or output node cannot be used (the message says what to select).
+        DenoiseCancelled: `cancel()` returned True; no node is added.
     """
     from ..core.inference import denoise_with_cpu_fallback
 
