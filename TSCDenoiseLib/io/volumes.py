@@ -8,11 +8,13 @@ asked and goes through a temporary name in the destination folder, then a rename
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import atomic_output_file
+from ..core.atomic import atomic_output_file, check_output
 from ..errors import InvalidInputError
 from .dicom import dicom_series_files
 from .geometry import VolumeGeometry
@@ -38,6 +40,8 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> tuple[np.ndarray
     path = Path(path)
     if not path.exists():
         raise InvalidInputError(f"{path} does not exist.")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise InvalidInputError(f"{path} cannot be read (permission denied); check its permissions or copy it.")
     if path.is_dir():
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(dicom_series_files(path, series_uid))
@@ -64,7 +68,22 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> tuple[np.ndarray
 
 
 def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, overwrite: bool = False) -> Path:
-    """Write a (Z, Y, X) or (Y, X) array (dtype kept) as NIfTI, NRRD or MHA, atomically."""
+    """Write a (Z, Y, X) or (Y, X) array (dtype kept) as NIfTI, NRRD or MHA, atomically and verified.
+
+    Args:
+        array_hu: the image in HU.
+        geometry: its placement (spacing, origin, direction).
+        path: the output file; the format comes from its suffix.
+        overwrite: replace an existing file (never a folder).
+
+    Returns:
+        `path`, once the file was read back equal to `array_hu` and renamed into place.
+
+    Raises:
+        InvalidInputError: unknown suffix or wrong shape.
+        OutputExistsError: `path` exists (and not `overwrite`), or is a folder.
+        OutputWriteError: the file could not be written completely (full disk, short write); nothing is left.
+    """
     sitk = _sitk()
     path = Path(path)
     if _suffix(path) not in IMAGE_SUFFIXES or _suffix(path) in (".mhd", ".nhdr"):
@@ -74,9 +93,36 @@ def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, o
     array = np.asarray(array_hu)
     if array.ndim not in (2, 3):
         raise InvalidInputError(f"write_ct needs a 2D or 3D array, got shape {array.shape}.")
-    image = sitk.GetImageFromArray(array if array.ndim == 3 else array[None])
+    check_output(path, overwrite, kind="file")
+    volume = array if array.ndim == 3 else array[None]
+    image = sitk.GetImageFromArray(volume)
     geometry.apply_to(image)
-    with atomic_output_file(path, overwrite=overwrite, suffix=".tmp" + _suffix(path)) as temporary:
-        sitk.WriteImage(image, str(temporary), True)
+    with atomic_output_file(path, overwrite=overwrite, suffix=".tmp" + _suffix(path), size_hint=array.nbytes,
+                            verify=lambda written: _verify_image(written, volume)) as temporary:
+        try:
+            sitk.WriteImage(image, str(temporary), True)
+        except RuntimeError as exc:  # ITK reports short writes as RuntimeError with its C++ context
+            raise OSError(errno.EIO, _itk_reason(exc), str(path)) from None
     return path
+
+
+def _verify_image(path: Path, expected: np.ndarray) -> None:
+    """Read the written file back: its voxels must equal `expected` (a truncated NIfTI reads back zero-filled)."""
+    sitk = _sitk()
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise OSError(errno.EIO, f"the written file cannot be read back ({_itk_reason(exc)})", str(path)) from None
+    written = sitk.GetArrayViewFromImage(image)  # a view: `image` must stay alive while it is used
+    if written.shape != expected.shape or not np.array_equal(written, expected, equal_nan=expected.dtype.kind == "f"):
+        raise OSError(errno.EIO, "the written file reads back incomplete", str(path))
+
+
+def _itk_reason(exc: BaseException) -> str:
+    """The informative line of an ITK exception (its last 'Reason' or ERROR line, not the C++ location)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("Reason:"):
+            return line.removeprefix("Reason:").strip()
+    return lines[-1] if lines else type(exc).__name__
 

@@ -23,8 +23,8 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import InvalidInputError, TSCDenoiseError
-from .worker import EVENT_PREFIX, EXIT_OK, EXIT_USAGE
+from ..errors import EXIT_OK, DenoiseCancelled, TSCDenoiseError, exception_for_exit_code
+from .worker import EVENT_PREFIX
 
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 Event = Dict[str, Any]
@@ -102,12 +102,11 @@ class DenoiseProcess:
         for reader in self._readers:  # the last lines may still be in the pipes
             reader.join(timeout=10)
         if self.cancelled:
-            raise TSCDenoiseError("Denoising was cancelled.")
+            raise DenoiseCancelled("Denoising was cancelled.")
         if code == EXIT_OK and self.output_path.is_file():
             return np.load(self.output_path, allow_pickle=False)
         if self.error is not None:
-            error_class = InvalidInputError if code == EXIT_USAGE else TSCDenoiseError
-            raise error_class(self.error["message"])
+            raise exception_for_exit_code(code, self.error["message"])
         details = " | ".join(self.stderr_tail) or "no output"
         raise TSCDenoiseError(f"The denoising process stopped unexpectedly (exit code {code}): {details}")
 

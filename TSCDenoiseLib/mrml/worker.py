@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 EVENT_PREFIX = "TSCDENOISE "
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -32,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.atomic import atomic_output_file
     from ..core.checkpoint import load_model
+    from ..errors import EXIT_OK
     from ..core.device import describe_device, resolve_device
     from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
 
@@ -74,19 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..errors import InvalidInputError, TSCDenoiseError
+    from ..errors import EXIT_USAGE, Interrupted, TSCDenoiseError, exit_code, raise_on_termination
 
     args = build_parser().parse_args(argv)
     # Cancel sends SIGTERM: exit through the finally blocks so no temporary output is left behind.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_FAILURE))
+    signal.signal(signal.SIGTERM, raise_on_termination)
     try:
         return run(args)
-    except InvalidInputError as exc:
-        emit("error", message=str(exc), kind="input")
-        return EXIT_USAGE
     except (TSCDenoiseError, OSError, ValueError) as exc:
-        emit("error", message=str(exc) or type(exc).__name__, kind="failure")
-        return EXIT_FAILURE
+        code = exit_code(exc)
+        emit("error", message=str(exc) or type(exc).__name__, kind="input" if code == EXIT_USAGE else "failure")
+        return code
+    except Interrupted as exc:  # cancelled: the staging output is gone, the parent knows why
+        return exit_code(exc)
 
 
 if __name__ == "__main__":
