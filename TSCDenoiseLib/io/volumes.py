@@ -98,7 +98,7 @@ def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, o
     image = sitk.GetImageFromArray(volume)
     geometry.apply_to(image)
     with atomic_output_file(path, overwrite=overwrite, suffix=".tmp" + _suffix(path), size_hint=array.nbytes,
-                            verify=lambda written: _verify_image(written, volume)) as temporary:
+                            verify=lambda written: _verify_image(written, volume, image)) as temporary:
         try:
             sitk.WriteImage(image, str(temporary), True)
         except RuntimeError as exc:  # ITK reports short writes as RuntimeError with its C++ context
@@ -106,13 +106,18 @@ def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, o
     return path
 
 
-def _verify_image(path: Path, expected: np.ndarray) -> None:
-    """Read the written file back: its voxels must equal `expected` (a truncated NIfTI reads back zero-filled)."""
+def _verify_image(path: Path, expected: np.ndarray, header) -> None:
+    """Read the written file back: its geometry must be `header`'s and its voxels `expected` (a truncated
+    NIfTI reads back with its full header and zero-filled data, so the voxels are compared)."""
     sitk = _sitk()
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise OSError(errno.EIO, f"the written file cannot be read back ({_itk_reason(exc)})", str(path)) from None
+    for name in ("GetSpacing", "GetOrigin", "GetDirection"):
+        if not np.allclose(getattr(image, name)(), getattr(header, name)(), rtol=1e-5, atol=1e-4):
+            raise OSError(errno.EIO, f"the written file reads back with another geometry ({name[3:].lower()})",
+                          str(path))
     written = sitk.GetArrayViewFromImage(image)  # a view: `image` must stay alive while it is used
     if written.shape != expected.shape or not np.array_equal(written, expected, equal_nan=expected.dtype.kind == "f"):
         raise OSError(errno.EIO, "the written file reads back incomplete", str(path))
