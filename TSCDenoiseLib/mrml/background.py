@@ -3,6 +3,14 @@
 The caller (the Slicer module's timer, or any loop) calls `poll()` for new events, `cancel()` to stop
 the whole process tree, and `result()` once the worker is done. Files go to a private temporary
 folder that `cleanup()` removes.
+
+The child is started by a `launch(command, env_updates, cwd)` function: inside Slicer, one that calls
+``slicer.util.launchConsoleProcess`` (it hides the console window on Windows and merges stderr into
+stdout); elsewhere `popen_hidden`, which does the same with ``subprocess`` directly. The output readers
+read the pipes' bytes and decode them with replacement, and never stop on undecodable bytes (a Windows
+code page), so the pipe is always drained, progress never stalls and no event is lost. Cancel never blocks: it terminates the process tree (psutil where installed, as
+SlicerMONAIAuto3DSeg does; else the launcher and the worker's own pid) and `poll()` escalates to a
+kill after a grace period.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence, Union
+from typing import IO, Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -28,9 +36,175 @@ from .worker import EVENT_PREFIX
 
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 Event = Dict[str, Any]
+# launch(command, env_updates, cwd) -> a started Popen whose stdout (and stderr, unless merged) are pipes
+LaunchFn = Callable[[List[str], Mapping[str, str], str], subprocess.Popen]
+CANCEL_GRACE_SECONDS = 3.0
 
 
-class DenoiseProcess:
+def worker_environment() -> Dict[str, str]:
+    """Variables the child needs on top of the parent's: TSCDenoiseLib importable, unbuffered UTF-8 output."""
+    python_path = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+
+
+def popen_hidden(command: List[str], env_updates: Mapping[str, str], cwd: str) -> subprocess.Popen:
+    """Start `command` as slicer.util.launchConsoleProcess does (no console window on Windows), binary pipes.
+
+    On POSIX the child gets its own session, so cancel can signal the whole group even without psutil.
+    """
+    env = dict(os.environ)
+    env.update(env_updates)
+    options: Dict[str, Any] = {}
+    if os.name == "nt":
+        info = subprocess.STARTUPINFO()
+        info.dwFlags |= subprocess.STARTF_USESHOWWINDOW
+        info.wShowWindow = 0  # SW_HIDE
+        options["startupinfo"] = info
+    else:
+        options["start_new_session"] = True
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, **options)
+
+
+def read_lines(stream: IO, on_line: Callable[[str], None]) -> None:
+    """Call `on_line` for each line of `stream` (text or binary) until it closes; never stops on bad bytes.
+
+    Binary lines are decoded as UTF-8 with replacement. A text stream opened with the locale's code page
+    (as launchConsoleProcess does) raises UnicodeDecodeError on bytes it cannot map: that chunk is
+    dropped and reading goes on, so the child never blocks on a full pipe.
+    """
+    while True:
+        try:
+            line = stream.readline()
+        except UnicodeDecodeError:
+            continue
+        except (OSError, ValueError):  # closed under us
+            return
+        if not line:
+            return
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", errors="replace")
+        on_line(line.rstrip("\r\n"))
+
+
+def parse_event(line: str) -> Optional[Event]:
+    """The JSON event carried by a worker output line, or None for any other line."""
+    if not line.startswith(EVENT_PREFIX):
+        return None
+    try:
+        event = json.loads(line[len(EVENT_PREFIX):])
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+class ChildProcess:
+    """A child Python process that reports JSON events on stdout, followed without blocking."""
+
+    def __init__(self, command: List[str], cwd: Union[str, os.PathLike]) -> None:
+        self.command = command
+        self.cwd = str(cwd)
+        self.events: "queue.Queue[Event]" = queue.Queue()
+        self.log: "queue.Queue[str]" = queue.Queue()  # every non-event line, for a log box
+        self.stderr_tail: Deque[str] = deque(maxlen=20)
+        self.error: Optional[Event] = None
+        self.process: Optional[subprocess.Popen] = None
+        self.worker_pid: Optional[int] = None
+        self.cancelled = False
+        self._kill_deadline: Optional[float] = None
+        self._own_group = False
+        self._readers: List[threading.Thread] = []
+
+    def start(self, launch: Optional[LaunchFn] = None) -> "ChildProcess":
+        """Start the child with `launch` (default `popen_hidden`) and the threads that read its output."""
+        self.process = (launch or popen_hidden)(self.command, worker_environment(), self.cwd)
+        self._own_group = launch is None and os.name != "nt"  # popen_hidden made it a session leader
+        # Read the bytes under a text-mode pipe (launchConsoleProcess opens it in the locale's code page):
+        # a line it cannot decode would otherwise drop its whole buffered chunk, events included.
+        streams = [getattr(s, "buffer", s) for s in (self.process.stdout, self.process.stderr) if s is not None]
+        handlers = [self._on_stdout_line, self._on_stderr_line]
+        self._readers = [threading.Thread(target=read_lines, args=(stream, handler), daemon=True)
+                         for stream, handler in zip(streams, handlers)]
+        for reader in self._readers:
+            reader.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def poll(self) -> List[Event]:
+        """Events that arrived since the last call (never blocks); finishes a cancel that takes too long."""
+        if self._kill_deadline is not None and time.monotonic() > self._kill_deadline and self.running:
+            self._kill_deadline = None
+            _signal_tree(self._tree_pids(), kill=True, group=self.process.pid if self._own_group else None)
+        events = []
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def log_lines(self) -> List[str]:
+        """Output lines that are not events, since the last call (never blocks)."""
+        lines = []
+        while True:
+            try:
+                lines.append(self.log.get_nowait())
+            except queue.Empty:
+                return lines
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Wait for the child to exit, then for its output to be read; returns its exit code."""
+        code = self.process.wait(timeout)
+        for reader in self._readers:  # the last lines may still be in the pipes
+            reader.join(timeout=10)
+        return code
+
+    def cancel(self, grace_seconds: float = CANCEL_GRACE_SECONDS) -> None:
+        """Ask the child and every process it started to stop; returns at once (`poll()` kills stragglers)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if self.cancelled:  # asked twice: do not wait for the grace period
+            _signal_tree(self._tree_pids(), kill=True, group=self.process.pid if self._own_group else None)
+            return
+        self.cancelled = True
+        _signal_tree(self._tree_pids(), kill=False, group=self.process.pid if self._own_group else None)
+        self._kill_deadline = time.monotonic() + grace_seconds
+
+    def _tree_pids(self) -> List[int]:
+        """The launcher, the worker and their descendants (descendants only where psutil is installed)."""
+        pids = [self.process.pid] + ([self.worker_pid] if self.worker_pid else [])
+        psutil = _psutil()
+        if psutil is None:
+            return pids
+        for pid in list(pids):
+            try:
+                pids += [child.pid for child in psutil.Process(pid).children(recursive=True)]
+            except psutil.Error:
+                pass
+        return list(dict.fromkeys(pids))
+
+    def _on_stdout_line(self, line: str) -> None:
+        event = parse_event(line)
+        if event is None:
+            if line.strip():
+                self.stderr_tail.append(line)  # stderr merged into stdout (launchConsoleProcess)
+                self.log.put(line)
+            return
+        if event["event"] == "hello":
+            self.worker_pid = event.get("pid")
+            return
+        if event["event"] == "error":
+            self.error = event
+        self.events.put(event)
+
+    def _on_stderr_line(self, line: str) -> None:
+        if line.strip():
+            self.stderr_tail.append(line)
+            self.log.put(line)
+
+
+class DenoiseProcess(ChildProcess):
     """One denoising run of `volume` (HU, (Z, Y, X)) in a child Python process."""
 
     def __init__(
@@ -44,10 +218,15 @@ class DenoiseProcess:
         python_executable: Union[str, Sequence[str], None] = None,
         work_dir: Union[str, os.PathLike, None] = None,
     ) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="TSCDenoise-", dir=work_dir))
-        self.input_path, self.output_path = self.folder / "input.npy", self.folder / "output.npy"
+        folder = Path(tempfile.mkdtemp(prefix="TSCDenoise-", dir=work_dir))
+        self.folder = folder
+        self.input_path, self.output_path = folder / "input.npy", folder / "output.npy"
         self.model_path = model_path
-        np.save(self.input_path, np.ascontiguousarray(volume), allow_pickle=False)
+        try:
+            np.save(self.input_path, np.ascontiguousarray(volume), allow_pickle=False)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # e.g. a full disk: leave no partial input behind
+            raise
         python = python_executable or sys.executable
         command = [python] if isinstance(python, str) else list(python)
         command += ["-m", "TSCDenoiseLib.mrml.worker", str(self.input_path), str(self.output_path),
@@ -58,51 +237,28 @@ class DenoiseProcess:
             command.append("--no-amp")
         if not check_hu:
             command.append("--no-check-hu")
-        self.command = command
-        self.events: "queue.Queue[Event]" = queue.Queue()
-        self.stderr_tail: Deque[str] = deque(maxlen=20)
-        self.error: Optional[Event] = None
-        self.process: Optional[subprocess.Popen] = None
-        self.cancelled = False
-        self._readers: List[threading.Thread] = []
+        super().__init__(command, folder)
 
-    def start(self) -> "DenoiseProcess":
-        """Start the child in its own process group (so cancel reaches its children too)."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env=env, cwd=self.folder, **group)
-        self._readers = [threading.Thread(target=reader, daemon=True) for reader in (self._read_events, self._read_stderr)]
-        for reader in self._readers:
-            reader.start()
+    def start(self, launch: Optional[LaunchFn] = None) -> "DenoiseProcess":
+        """Start the worker; on failure (e.g. no Python executable) the temporary folder is removed."""
+        try:
+            super().start(launch)
+        except BaseException:
+            self.cleanup()
+            raise
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def poll(self) -> List[Event]:
-        """Events that arrived since the last call (never blocks)."""
-        events = []
-        while True:
-            try:
-                events.append(self.events.get_nowait())
-            except queue.Empty:
-                return events
-
-    def wait(self, timeout: Optional[float] = None) -> int:
-        """Wait for the child to exit; returns its exit code."""
-        return self.process.wait(timeout)
 
     def result(self) -> np.ndarray:
         """The denoised array; raises the worker's error (InvalidInputError for bad input) otherwise."""
+        if self.cancelled and self.running:
+            try:
+                self.process.wait(CANCEL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._kill_deadline = None
+                _signal_tree(self._tree_pids(), kill=True, group=self.process.pid if self._own_group else None)
         code = self.wait()
-        for reader in self._readers:  # the last lines may still be in the pipes
-            reader.join(timeout=10)
         if self.cancelled:
-            raise DenoiseCancelled("Denoising was cancelled.")
+            raise DenoiseCancelled("Denoising was cancelled; nothing was written.")
         if code == EXIT_OK and self.output_path.is_file():
             return np.load(self.output_path, allow_pickle=False)
         if self.error is not None:
@@ -110,53 +266,33 @@ class DenoiseProcess:
         details = " | ".join(self.stderr_tail) or "no output"
         raise TSCDenoiseError(f"The denoising process stopped unexpectedly (exit code {code}): {details}")
 
-    def cancel(self, grace_seconds: float = 3.0) -> None:
-        """Stop the worker and every process it started; no output is kept."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.cancelled = True
-        if os.name == "nt":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.process.pid)], capture_output=True)
-        else:
-            _terminate_group(self.process.pid, grace_seconds)
-        self.process.wait()
-
     def cleanup(self) -> None:
         """Remove the temporary folder (input and output arrays)."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _read_events(self) -> None:
-        for line in self.process.stdout:
-            if not line.startswith(EVENT_PREFIX):
-                continue
-            try:
-                event = json.loads(line[len(EVENT_PREFIX):])
-            except json.JSONDecodeError:
-                continue
-            if event.get("event") == "error":
-                self.error = event
-            self.events.put(event)
 
-    def _read_stderr(self) -> None:
-        for line in self.process.stderr:
-            if line.strip():
-                self.stderr_tail.append(line.rstrip())
-
-
-def _terminate_group(group_id: int, grace_seconds: float) -> None:
-    """SIGTERM to every process of the group, SIGKILL to those still there after the grace period."""
+def _psutil() -> Any:
+    """The psutil module, or None where it is not installed (Slicer does not ship it; requirements.txt adds it)."""
     try:
-        os.killpg(group_id, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline:
+        import psutil
+    except ImportError:
+        return None
+    return psutil
+
+
+def _signal_tree(pids: List[int], kill: bool, group: Optional[int] = None) -> None:
+    """SIGTERM (or SIGKILL) to each pid, and to the process group `group` on POSIX; gone ones are skipped.
+
+    On Windows both are TerminateProcess (os.kill), which opens no console window (taskkill would).
+    """
+    sig = signal.SIGKILL if (kill and os.name != "nt") else signal.SIGTERM
+    if group is not None:
         try:
-            os.killpg(group_id, 0)  # does any member still exist?
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(group_id, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass

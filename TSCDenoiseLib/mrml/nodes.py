@@ -22,6 +22,8 @@ CancelFn = Callable[[], bool]
 ModelLike = Union[None, str, "os.PathLike[str]", Any]  # None (bundled default), a checkpoint path, or a module
 
 OUTPUT_NAME_SUFFIX = " denoised"
+DIFFERENCE_NAME_SUFFIX = " removed noise"
+DIFFERENCE_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
 SOURCE_ATTRIBUTE = "TSCDenoise.SourceVolumeID"
 MODEL_ATTRIBUTE = "TSCDenoise.Model"
 
@@ -124,11 +126,8 @@ def publish_output(input_node: Any, image: vtk.vtkImageData, output_node: Any = 
             raise InvalidInputError(f"'{input_node.GetName()}' is not in a scene; add it to one or pass an output node.")
         name = scene.GenerateUniqueName(input_node.GetName() + OUTPUT_NAME_SUFFIX)
         output_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    ijk_to_ras = vtk.vtkMatrix4x4()
-    input_node.GetIJKToRASMatrix(ijk_to_ras)
-    output_node.SetIJKToRASMatrix(ijk_to_ras)
     output_node.SetAndObserveImageData(image)
-    output_node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+    copy_geometry(input_node, output_node)
     if input_node.GetVoxelValueQuantity() is not None:
         output_node.SetVoxelValueQuantity(input_node.GetVoxelValueQuantity())
     if input_node.GetVoxelValueUnits() is not None:
@@ -137,6 +136,60 @@ def publish_output(input_node: Any, image: vtk.vtkImageData, output_node: Any = 
     output_node.SetAttribute(MODEL_ATTRIBUTE, model_description)
     _copy_display(input_node, output_node)
     return output_node
+
+
+def copy_geometry(input_node: Any, output_node: Any) -> None:
+    """Give `output_node` the input's IJK->RAS matrix (any direction) and parent transform."""
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    input_node.GetIJKToRASMatrix(ijk_to_ras)
+    output_node.SetIJKToRASMatrix(ijk_to_ras)
+    output_node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+
+
+def create_difference_volume(input_node: Any, output_node: Any, color_node_id: str = DIFFERENCE_COLOR_NODE_ID) -> Any:
+    """A new float32 volume "<input> removed noise" = input - output, with the input's geometry.
+
+    The display uses a diverging colormap (`color_node_id`, Slicer's blue-red table) centred on 0, its
+    window spanning the 99th percentile of |difference|, so that structure removed along with the noise
+    stands out.
+
+    Args:
+        input_node: the denoised volume's source (``vtkMRMLScalarVolumeNode``).
+        output_node: the denoised volume (same dimensions).
+
+    Returns:
+        The new ``vtkMRMLScalarVolumeNode``, in the input's scene.
+
+    Raises:
+        InvalidInputError: when the two volumes differ in size or the input is not in a scene.
+    """
+    before, after = volume_voxels(input_node), volume_voxels(output_node)
+    if before.shape != after.shape:
+        raise InvalidInputError(
+            f"'{input_node.GetName()}' {before.shape} and '{output_node.GetName()}' {after.shape} differ in size; "
+            "the difference needs the denoised volume made from this input."
+        )
+    scene = input_node.GetScene()
+    if scene is None:
+        raise InvalidInputError(f"'{input_node.GetName()}' is not in a scene; add it to one first.")
+    image = vtk.vtkImageData()
+    image.SetDimensions(input_node.GetImageData().GetDimensions())
+    image.AllocateScalars(vtk.VTK_FLOAT, 1)
+    difference = _voxel_view(image)
+    np.subtract(before, after, out=difference, dtype=np.float32)
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                   scene.GenerateUniqueName(input_node.GetName() + DIFFERENCE_NAME_SUFFIX))
+    node.SetAndObserveImageData(image)
+    copy_geometry(input_node, node)
+    node.SetAttribute(SOURCE_ATTRIBUTE, input_node.GetID() or "")
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    if display is not None:
+        display.SetAndObserveColorNodeID(color_node_id)
+        spread = float(np.percentile(np.abs(difference), 99)) if difference.size else 0.0
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(2 * (spread or 1.0), 0.0)
+    return node
 
 
 def _copy_display(input_node: Any, output_node: Any) -> None:

@@ -2,15 +2,17 @@
 
 The Slicer module runs this in ``PythonSlicer`` so the GUI stays responsive and Cancel can kill the
 whole process tree. Each stdout line that starts with ``EVENT_PREFIX`` carries one JSON event:
-``start`` (device, slab size, slices), ``progress`` (done, total), ``notice`` (message), ``done``
+``hello`` (pid, consumed by the parent), ``start`` (device, slab size, slices), ``progress`` (done, total), ``notice`` (message), ``done``
 (seconds, slices_per_second) or ``error`` (message, kind "input" or "failure"). Exit codes are the
-CLI's: 0 success, 1 runtime failure, 2 bad input. The output .npy appears only when complete.
+CLI's (`errors.exit_code`): 0 success, 1 runtime failure, 2 bad input, 143 cancelled (SIGTERM). The output
+.npy appears only when complete.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -77,6 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ..errors import EXIT_USAGE, Interrupted, TSCDenoiseError, exit_code, raise_on_termination
 
     args = build_parser().parse_args(argv)
+    emit("hello", pid=os.getpid())  # the parent's cancel reaches this process even behind a launcher
     # Cancel sends SIGTERM: exit through the finally blocks so no temporary output is left behind.
     signal.signal(signal.SIGTERM, raise_on_termination)
     try:

@@ -235,10 +235,25 @@ class LowDoseSimulator:
             self._projectors[key] = _Projector(shape, pixel_spacing_mm, self.params.geometry, self.threads)
         return self._projectors[key]
 
+    def line_integrals(self, image_hu: np.ndarray, pixel_spacing_mm: float) -> np.ndarray:
+        """Line integrals (views, bins; attenuation x mm) of a 2D HU image centred on the rotation axis."""
+        return self._projector(image_hu.shape, pixel_spacing_mm).forward(hu_to_mu(image_hu, self.params.mu_water_per_mm))
+
     def simulate_slice(
-        self, slice_hu: np.ndarray, pixel_spacing_mm: float, rng: np.random.Generator
+        self, slice_hu: np.ndarray, pixel_spacing_mm: float, rng: np.random.Generator,
+        surrounding_line_integrals: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Low-dose version (float32 HU) of one 2D normal-dose slice with square pixels."""
+        """Low-dose version (float32 HU) of one 2D normal-dose slice with square pixels.
+
+        Args:
+            slice_hu: the slice, centred on the rotation axis.
+            pixel_spacing_mm: its pixel size.
+            rng: the noise's random generator.
+            surrounding_line_integrals: attenuation outside the slice's field of view (from
+                :meth:`line_integrals` of the body around a crop, with the crop's area empty): it adds to
+                the slice's own line integrals, so the photon counts, and hence the noise, are those of the
+                whole patient, while only the slice's own area is reconstructed.
+        """
         if slice_hu.ndim != 2:
             raise InvalidInputError(f"simulate_slice needs a 2D slice, got shape {slice_hu.shape}.")
         if not pixel_spacing_mm > 0:
@@ -246,10 +261,11 @@ class LowDoseSimulator:
         params = self.params
         projector = self._projector(slice_hu.shape, pixel_spacing_mm)
         mu = hu_to_mu(slice_hu, params.mu_water_per_mm)
-        clean = projector.forward(mu)
+        own = projector.forward(mu)
+        clean = own if surrounding_line_integrals is None else own + surrounding_line_integrals
         noisy = _noisy_line_integrals(clean, params, rng)
         if params.reconstruction == "full":
-            return mu_to_hu(projector.fbp(noisy, params.fbp_filter), params.mu_water_per_mm)
+            return mu_to_hu(projector.fbp(noisy - (clean - own), params.fbp_filter), params.mu_water_per_mm)
         noise_mu = projector.fbp(noisy - clean, params.fbp_filter)
         return (slice_hu.astype(np.float32) + 1000.0 * noise_mu / params.mu_water_per_mm).astype(np.float32)
 

@@ -102,3 +102,129 @@ def test_cancel_kills_the_whole_process_tree(checkpoint, tmp_path):
         process.result()
     assert not process.output_path.exists()
     assert not any(name.startswith(".output.npy") for name in os.listdir(process.folder))
+
+
+# --- launching, reading and cancelling as inside Slicer -----------------------------------------------------
+
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+
+from TSCDenoiseLib.mrml.background import ChildProcess, read_lines  # noqa: E402
+from TSCDenoiseLib.mrml.worker import EVENT_PREFIX  # noqa: E402
+
+# A child that writes lines a Windows code page cannot decode, then far more than a pipe holds (64 KiB),
+# then an event: if the reader stopped at the bad bytes, the child would block on the full pipe forever.
+_NOISY_CHILD = (
+    "import sys\n"
+    "out = sys.stdout.buffer\n"
+    "out.write(b'caf\\x81 \\x8d\\x8f\\x90 \\x9d undecodable in cp1252\\n'); out.flush()\n"
+    "for i in range(4000): out.write(b'filler line %d ' % i + b'x' * 40 + b'\\n')\n"
+    "out.write(b'\\x81\\x81\\n')\n"
+    f"out.write(b'{EVENT_PREFIX}' + b'{{\"event\": \"done\", \"seconds\": 1}}\\n')\n"
+    "out.flush()\n"
+)
+
+
+def _launch_like_slicer(encoding):
+    """As slicer.util.launchConsoleProcess (5.6-5.10): text mode in a code page, stderr merged into stdout."""
+    def launch(command, env_updates, cwd):
+        env = dict(os.environ)
+        env.update(env_updates)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                                encoding=encoding, env=env, cwd=cwd)
+    return launch
+
+
+@pytest.mark.parametrize("launch", [None, _launch_like_slicer("cp1252")], ids=["binary", "text-cp1252"])
+def test_output_readers_survive_undecodable_bytes_and_never_stall(tmp_path, launch):
+    child = ChildProcess([sys.executable, "-c", _NOISY_CHILD], tmp_path).start(launch)
+    code = child.wait(timeout=60)  # a stalled reader would leave the child blocked on a full pipe
+    assert code == 0
+    events = child.poll()
+    assert [e["event"] for e in events] == ["done"]
+    lines = child.log_lines()
+    assert sum(line.startswith("filler line") for line in lines) >= 3000  # reading went on after bad bytes
+    assert any("filler line 3999" in line for line in lines)
+
+
+def test_read_lines_goes_on_after_a_chunk_it_cannot_decode():
+    """A text stream in a code page raises UnicodeDecodeError: the reader drops that chunk and reads on."""
+    read, write = os.pipe()
+
+    def feed():
+        with os.fdopen(write, "wb") as sink:
+            sink.write(b"first \x81\n")
+            sink.flush()
+            time.sleep(0.3)  # a later chunk: it decodes again
+            sink.write(b"after the bad bytes\n")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    seen = []
+    with open(read, encoding="cp1252", buffering=1) as stream:
+        read_lines(stream, seen.append)  # returns at end of file instead of raising
+    writer.join()
+    assert seen[-1:] == ["after the bad bytes"], seen
+
+
+_STUBBORN_CHILD = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    f"print('{EVENT_PREFIX}' + '{{\"event\": \"start\"}}', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_cancel_returns_at_once_and_poll_kills_a_child_that_ignores_sigterm(tmp_path):
+    child = ChildProcess([sys.executable, "-c", _STUBBORN_CHILD], tmp_path).start()
+    deadline = time.monotonic() + 60
+    while not any(e["event"] == "start" for e in child.poll()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.perf_counter()
+    child.cancel(grace_seconds=0.5)
+    assert time.perf_counter() - started < 0.2  # the GUI thread is never held
+    assert child.cancelled
+    deadline = time.monotonic() + 20
+    while child.running:
+        child.poll()  # the panel's timer: escalates to a kill after the grace period
+        assert time.monotonic() < deadline, "the child survived cancel"
+        time.sleep(0.05)
+
+
+def test_cancel_reaches_the_worker_behind_a_launcher_without_psutil(checkpoint, tmp_path, monkeypatch):
+    """launchConsoleProcess gives no process group; without psutil the worker's own pid (hello event) is used."""
+    import TSCDenoiseLib.mrml.background as background
+
+    monkeypatch.setattr(background, "_psutil", lambda: None)  # as where psutil is not installed
+    launcher = tmp_path / "launcher.sh"
+    launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\nexit $?\n')
+    launcher.chmod(launcher.stat().st_mode | stat.S_IEXEC)
+
+    def launch_same_session(command, env_updates, cwd):
+        env = dict(os.environ)
+        env.update(env_updates)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+    process = DenoiseProcess(_ct((400, 128, 128)), checkpoint, device="cpu", slab_size=1,
+                             python_executable=str(launcher), work_dir=tmp_path).start(launch_same_session)
+    deadline = time.monotonic() + 120
+    while not any(e["event"] == "progress" for e in process.poll()):
+        assert process.running and time.monotonic() < deadline
+        time.sleep(0.02)
+    worker = process.worker_pid
+    assert worker and worker != process.process.pid
+    tree = [psutil.Process(process.process.pid), psutil.Process(worker)]
+    process.cancel()
+    gone, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, f"still running after cancel: {alive}"
+    with pytest.raises(TSCDenoiseError, match="cancelled"):
+        process.result()
+
+
+def test_a_failed_start_leaves_no_temporary_input(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(OSError):
+        DenoiseProcess(_ct((2, 16, 16)), python_executable=str(tmp_path / "no-such-python"), work_dir=work).start()
+    assert list(work.iterdir()) == []

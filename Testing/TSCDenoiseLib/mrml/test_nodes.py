@@ -1,6 +1,7 @@
 """MRML glue on a real vtkMRMLScene (Slicer's MRML libraries, headless, from the slicer-core package)."""
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -220,3 +221,118 @@ def test_cpu_fallback_notifies_about_slab_halving(scene, tiny_config):
     output = denoise_volume_node(source, model=network, device="cpu", slab_size=4, notify=notices.append)
     assert any("retrying with 2 slices" in n for n in notices) and any("retrying with 1 slices" in n for n in notices)
     assert arrayFromVolume(output).shape == arrayFromVolume(source).shape
+
+
+# --- the difference volume -----------------------------------------------------------------------------
+
+from TSCDenoiseLib.mrml.nodes import DIFFERENCE_COLOR_NODE_ID, create_difference_volume  # noqa: E402
+
+
+def test_difference_volume_is_input_minus_output_with_the_same_geometry(scene, tiny_net):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "table shift")
+    source = _volume_node(scene)
+    source.SetAndObserveTransformNodeID(transform.GetID())
+    output = denoise_volume_node(source, model=tiny_net, device="cpu")
+    difference = create_difference_volume(source, output)
+
+    expected = arrayFromVolume(source).astype(np.float32) - arrayFromVolume(output).astype(np.float32)
+    assert difference.GetName() == "chest CT removed noise" and difference.GetScene() is scene
+    assert arrayFromVolume(difference).dtype == np.float32
+    np.testing.assert_array_equal(arrayFromVolume(difference), expected)
+    np.testing.assert_allclose(_matrix_of(difference), _oblique_ijk_to_ras(), atol=1e-9)
+    assert difference.GetTransformNodeID() == transform.GetID()
+    display = difference.GetDisplayNode()
+    assert display.GetColorNodeID() == DIFFERENCE_COLOR_NODE_ID and display.GetLevel() == 0.0
+    assert display.GetWindow() == pytest.approx(2 * np.percentile(np.abs(expected), 99))
+
+
+def test_difference_of_volumes_of_different_size_is_refused(scene):
+    source = _volume_node(scene)
+    other = _volume_node(scene, name="other", voxels=_ct((2, 8, 8)))
+    with pytest.raises(InvalidInputError, match="differ in size"):
+        create_difference_volume(source, other)
+
+
+# --- the logic's run: worker process, callbacks, real nodes ---------------------------------------------
+
+from TSCDenoiseLib.mrml.run import NodeDenoiseRun  # noqa: E402
+
+
+def _drive(run, timeout=120.0):
+    """What the Slicer logic's QTimer does: poll until the run has finished."""
+    deadline = time.monotonic() + timeout
+    while run.poll():
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(0.02)
+
+
+def test_run_in_a_worker_fills_a_new_node_through_its_callbacks(scene, tiny_net, tmp_path):
+    checkpoint = save_model(tiny_net, tmp_path / "student.pt")
+    source = _volume_node(scene)
+    before = arrayFromVolume(source).copy()
+    nodes_before = scene.GetNumberOfNodes()
+    statuses, progress, logs, finished = [], [], [], []
+    run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=2, create_difference=True,
+                         work_dir=tmp_path, on_status=statuses.append,
+                         on_progress=lambda done, total, left: progress.append((done, total, left)),
+                         on_log=logs.append, on_finished=lambda node, error: finished.append((node, error)))
+    run.start()
+    assert scene.GetNumberOfNodes() == nodes_before  # nothing in the scene until the result is complete
+    _drive(run)
+
+    assert len(finished) == 1
+    output, error = finished[0]
+    assert error is None and output is run.output_node and output.GetScene() is scene
+    np.testing.assert_array_equal(arrayFromVolume(output), denoise_volume(before, tiny_net, device="cpu", slab_size=2))
+    np.testing.assert_array_equal(arrayFromVolume(source), before)
+    np.testing.assert_allclose(_matrix_of(output), _oblique_ijk_to_ras(), atol=1e-9)
+    assert output.GetAttribute(MODEL_ATTRIBUTE) == str(checkpoint)
+    assert [(d, t) for d, t, _ in progress] == [(2, 5), (4, 5), (5, 5)]
+    assert progress[-1][2] == 0.0 and all(left is not None and left >= 0 for _, _, left in progress)
+    assert any("5 slices on cpu" in s for s in statuses) and any("slab 2" in line for line in logs)
+    np.testing.assert_array_equal(arrayFromVolume(run.difference_node),
+                                  before.astype(np.float32) - arrayFromVolume(output).astype(np.float32))
+    assert run.slices_per_second > 0 and run.seconds > 0
+    assert not run.process.folder.exists()  # the temporary input and output are gone
+    assert not run.poll()
+
+
+def test_cancelled_run_finishes_with_denoise_cancelled_and_leaves_the_scene_alone(scene, tiny_net, tmp_path):
+    checkpoint = save_model(tiny_net, tmp_path / "student.pt")
+    source = _volume_node(scene, voxels=_ct((300, 96, 96)))
+    nodes_before = scene.GetNumberOfNodes()
+    finished = []
+    run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=1, work_dir=tmp_path,
+                         on_finished=lambda node, error: finished.append((node, error))).start()
+    deadline = time.monotonic() + 120
+    progressed = []
+    run.on_progress = lambda done, total, left: progressed.append(done)
+    while not progressed:
+        assert run.poll() and time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.perf_counter()
+    run.cancel()
+    assert time.perf_counter() - started < 0.2  # never blocks the GUI thread
+    _drive(run, timeout=30)
+    assert len(finished) == 1 and finished[0][0] is None and isinstance(finished[0][1], DenoiseCancelled)
+    assert scene.GetNumberOfNodes() == nodes_before
+    assert not run.process.folder.exists()
+
+
+def test_bad_input_fails_at_start_with_nothing_left_behind(scene, tmp_path):
+    source = _volume_node(scene)
+    with pytest.raises(InvalidInputError, match="never overwritten"):
+        NodeDenoiseRun(source, source, work_dir=tmp_path).start()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_worker_errors_reach_on_finished_as_the_engines_message(scene, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    source = _volume_node(scene)
+    finished = []
+    run = NodeDenoiseRun(source, model_path=broken, device="cpu", work_dir=tmp_path,
+                         on_finished=lambda node, error: finished.append(error)).start()
+    _drive(run)
+    assert len(finished) == 1 and "not a readable checkpoint" in str(finished[0])
+    assert run.output_node is None

@@ -1,0 +1,108 @@
+"""Simulate the wide-distribution training set of the default model into an ignored folder.
+
+    python training/scripts/fetch_pycerr_chest.py           # the real chest CT (CC BY-NC 3.0), once
+    python training/scripts/make_training_set.py [--out training/data/wide] [--draws 1] [--workers 2]
+
+Sources (normal dose): the bundled Cranium head's training and validation slabs (GPL-2), pycerr's four
+chest patients (pat_1-3 training, pat_4 validation; CC BY-NC 3.0) and procedural torso phantoms (ours).
+Every chunk of consecutive slices gets its own acquisition drawn from
+`TSCDenoiseLib.training.acquisition.AcquisitionDistribution` (dose log-uniform 5-50 %, FBP filter,
+pixel spacing 0.4-1.0 mm, and for the chest crops a 30-40 cm body around them), recorded in the
+datalist next to the pair. Existing pairs are reused (the file name carries source, chunk and draw).
+Never used here: the evaluation cases (pydicom's and dicompyler-core's slices, pycerr's scan.nii and
+the sample's test slab).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct
+from TSCDenoiseLib.training.acquisition import AcquisitionDistribution, simulate_acquisition
+from TSCDenoiseLib.training.phantom import make_phantom
+
+REPO = Path(__file__).resolve().parents[2]
+CRANIUM = REPO / "Resources" / "SampleData" / "cranium"
+PYCERR = REPO / "training" / "data" / "pycerr" / "radiomics_phantom_dicom"
+SEED = 20261130
+
+
+def sources() -> list[dict]:
+    """Each source: name, split, whether it is a crop of a body, and how to load it."""
+    found = [
+        {"name": "cranium-train", "split": "training", "crop": False, "path": CRANIUM / "ndct_training.nii.gz"},
+        {"name": "cranium-val", "split": "validation", "crop": False, "path": CRANIUM / "ndct_validation.nii.gz"},
+    ]
+    for patient, split in (("pat_1", "training"), ("pat_2", "training"), ("pat_3", "training"), ("pat_4", "validation")):
+        if (PYCERR / patient).is_dir():
+            found.append({"name": f"chest-{patient}", "split": split, "crop": True, "path": PYCERR / patient})
+    for index in range(2):
+        found.append({"name": f"torso-phantom-{index}", "split": "training", "crop": False, "phantom_seed": 100 + index})
+    return found
+
+
+def load(source: dict) -> tuple[np.ndarray, float, float]:
+    """(volume HU, pixel spacing mm, slice spacing mm)."""
+    if "phantom_seed" in source:
+        spacing = (0.8, 0.8, 3.0)
+        return make_phantom((8, 480, 480), "torso", spacing, seed=source["phantom_seed"]), 0.8, 3.0
+    volume, geometry = read_ct(source["path"])
+    return volume, float(geometry.spacing[0]), float(geometry.spacing[2])
+
+
+def simulate_chunk(task: dict) -> dict:
+    volume, spacing, slice_spacing = load(task["source"])
+    chunk = volume[task["start"]:task["stop"]]
+    ndct, ldct = simulate_acquisition(chunk, spacing, task["acquisition"], seed=task["seed"], threads=1)
+    geometry = VolumeGeometry(spacing=(task["acquisition"].pixel_spacing_mm,) * 2 + (slice_spacing,))
+    out = Path(task["out"])
+    write_ct(ndct, geometry, out / f"{task['stem']}_ndct.nii.gz", overwrite=True)
+    write_ct(ldct, geometry, out / f"{task['stem']}_ldct.nii.gz", overwrite=True)
+    return task["entry"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "training" / "data" / "wide")
+    parser.add_argument("--draws", type=int, default=1, help="acquisitions per chunk of slices")
+    parser.add_argument("--chunk", type=int, default=5, help="consecutive slices per pair")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not PYCERR.is_dir():
+        print("note: pycerr's chest CT is missing (run training/scripts/fetch_pycerr_chest.py); head and phantoms only")
+    distribution = AcquisitionDistribution()
+    rng = np.random.default_rng(SEED)
+    tasks, datalist = [], {"description": __doc__.strip().splitlines()[0], "training": [], "validation": []}
+    for source in sources():
+        volume, _, _ = load(source)
+        for draw in range(args.draws):
+            for start in range(0, volume.shape[0], args.chunk):
+                stop = min(start + args.chunk, volume.shape[0])
+                acquisition = distribution.draw(rng, in_body=source["crop"])
+                seed = int(rng.integers(2**31))  # drawn even when the pair exists, so later draws stay the same
+                stem = f"{source['split']}/{source['name']}_z{start:03d}-{stop:03d}_d{draw}"
+                entry = {"ndct": f"{stem}_ndct.nii.gz", "ldct": f"{stem}_ldct.nii.gz", "source": source["name"],
+                         "acquisition": acquisition.as_dict()}
+                datalist[source["split"]].append(entry)
+                if (args.out / entry["ldct"]).is_file():
+                    continue
+                (args.out / source["split"]).mkdir(parents=True, exist_ok=True)
+                tasks.append({"source": source, "start": start, "stop": stop, "acquisition": acquisition,
+                              "seed": seed, "stem": stem, "out": str(args.out), "entry": entry})
+    print(f"{len(tasks)} pairs to simulate, {sum(len(v) for k, v in datalist.items() if k != 'description')} in all")
+    with ProcessPoolExecutor(args.workers) as pool:
+        for done, entry in enumerate(pool.map(simulate_chunk, tasks), 1):
+            print(f"[{done}/{len(tasks)}] {entry['ldct']} {entry['acquisition']}", flush=True)
+    (args.out / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
+    print(f"datalist: {args.out / 'datalist.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
