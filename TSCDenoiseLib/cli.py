@@ -172,7 +172,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .core.checkpoint import load_model
     from .core.resources import default_model_path
     from .core.export import export_model, load_exported
-
     from .core.atomic import check_output
 
     target = check_output(args.out, args.overwrite, kind="file")

@@ -192,9 +192,9 @@ def test_evaluate_report_onto_a_full_disk_leaves_no_partial_folder(small_disk, t
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
-@pytest.mark.parametrize("fmt, name", [("torch_export", "model.pt2"), ("torchscript", "model.ts")])
-def test_export_onto_a_full_disk_is_one_line(fmt, name, small_disk, checkpoint):
-    done = run_cli("export", small_disk / name, "--model", checkpoint, "--format", fmt)  # torch's writers can abort
+def test_export_onto_a_full_disk_is_one_line(small_disk, checkpoint):
+    """torch.jit.save aborted the process here (every format is written by the same in-memory path now)."""
+    done = run_cli("export", small_disk / "model.ts", "--model", checkpoint, "--format", "torchscript")
     assert done.returncode == 1, done.stderr
     assert "No space left" in one_line(done.stderr)
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
