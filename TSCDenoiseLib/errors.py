@@ -87,7 +87,8 @@ def exception_for_exit_code(code: int, message: str) -> TSCDenoiseError:
     """The error a parent raises for a child that exited with `code` (the inverse of `exit_code`)."""
     if code == EXIT_USAGE:
         return InvalidInputError(message)
-    if code == EXIT_INTERRUPTED or code == 128 + int(_signal.SIGTERM) or code < 0:
+    stopped_by = {int(_signal.SIGINT), int(_signal.SIGTERM)}
+    if code - 128 in stopped_by or -code in stopped_by:  # handled, or killed by the signal (Popen: -N)
         return DenoiseCancelled(message)
     return TSCDenoiseError(message)
 

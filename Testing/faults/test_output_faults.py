@@ -242,12 +242,14 @@ def _wait_for(condition, process, seconds=240.0):
     return False
 
 
-def test_sigterm_while_writing_a_dicom_series_cleans_up_and_exits_143(tmp_path, checkpoint):
-    source = write_ct(ct_volume((64, 48, 48)), geometry(), tmp_path / "in.nii.gz")
+@pytest.mark.parametrize("name, shape", [("series", (64, 48, 48)), ("out.nii.gz", (64, 160, 160))])
+def test_sigterm_while_writing_cleans_up_and_exits_143(name, shape, tmp_path, checkpoint):
+    """The signal lands while the staged output (a hidden folder or file beside the target) is being written."""
+    source = write_ct(ct_volume(shape), geometry(), tmp_path / "in.nii")
     out_parent = tmp_path / "out"
     out_parent.mkdir()
-    process = _start(denoise(source, out_parent / "series", "--slab-size", "64", checkpoint=checkpoint), tmp_path)
-    staged = _wait_for(lambda: any(p.name.startswith(".series") for p in out_parent.iterdir()), process)
+    process = _start(denoise(source, out_parent / name, "--slab-size", "64", checkpoint=checkpoint), tmp_path)
+    staged = _wait_for(lambda: any(p.name.startswith(f".{name}.") for p in out_parent.iterdir()), process)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert staged, f"the write never started: {err}"
@@ -488,6 +490,9 @@ def test_one_function_maps_exceptions_to_exit_codes():
     assert errors.exit_code(KeyboardInterrupt()) == 130
     assert errors.exit_code(errors.Interrupted(signal.SIGTERM)) == 143
     assert errors.exit_code(errors.DenoiseCancelled("x")) == 130
+    for code, kind in ((2, errors.InvalidInputError), (143, errors.DenoiseCancelled), (-15, errors.DenoiseCancelled),
+                       (1, errors.TSCDenoiseError), (-9, errors.TSCDenoiseError)):
+        assert type(errors.exception_for_exit_code(code, "m")) is kind, code
     for module in ("cli.py", "mrml/worker.py", "mrml/background.py"):
         source = (REPO / "TSCDenoiseLib" / module).read_text()
         assert "exit_code" in source or "exception_for_exit_code" in source, module
