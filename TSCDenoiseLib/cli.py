@@ -71,7 +71,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     with _progress_bar("denoising", quiet=args.json) as progress:
         done = denoise_file(args.input, args.output, args.model, device=args.device,
                             slab_size=_slab_size(args.slab_size), amp=args.amp, overwrite=args.overwrite,
-                            progress=progress, notify=_say, check_hu=args.check_hu)
+                            progress=progress, notify=_say, check_hu=args.check_hu,
+                            resample=args.resample)
     result = {"input": args.input, "output": str(done.output), "format": output_kind(done.output),
               "model": str(done.model), "device": done.device, "slab_size": done.slab_size,
               "slices": done.slices, "read_s": round(done.read_s, 3), "denoise_s": round(done.denoise_s, 3),
@@ -87,7 +88,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate a low-dose CT from a normal-dose CT (projection domain) into a new file or DICOM folder."""
     from .io import read_ct
-    from .io.pipeline import check_output_path, write_volume
+    from .io.pipeline import check_output_path, irregular_slices, write_volume
     from .training.simulation import simulate_low_dose
 
     source, target = Path(args.ndct), Path(args.output)
@@ -98,8 +99,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                 f"got {args.i0}; e.g. --i0 2.25e5.")
     if not 0 <= args.seed < 2**63:
         raise InvalidInputError(f"--seed must be a non-negative integer, got {args.seed}.")
-    check_output_path(source, target, args.overwrite)
-    volume, geometry = read_ct(source)
+    kind = check_output_path(source, target, args.overwrite)
+    volume, geometry = read_ct(source, irregular_slices=irregular_slices(source, kind, resample=False))
     spacing_x, spacing_y = geometry.spacing[0], geometry.spacing[1]
     if abs(spacing_x - spacing_y) > 1e-3 * max(spacing_x, spacing_y):
         raise InvalidInputError(f"{source} has non-square pixels ({spacing_x:g} x {spacing_y:g} mm); resample it first.")
@@ -344,6 +345,10 @@ def _add_denoise(commands) -> None:
     _add_check_hu(denoise)
     denoise.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 on CUDA (default: bf16/fp16)")
     denoise.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    denoise.add_argument("--resample", action="store_true",
+                         help="for a .nii/.nrrd/.mha OUTPUT, resample a DICOM series with missing, unevenly spaced or "
+                              "tilted slices onto a regular grid (linear interpolation) instead of refusing it; a DICOM "
+                              "folder OUTPUT keeps each slice's position and needs no resampling")
 
 
 def _add_simulate(commands) -> None:

@@ -54,10 +54,28 @@ def evaluate_methods(reference: np.ndarray, methods: Mapping[str, np.ndarray], s
                      seconds: Optional[Mapping[str, float]] = None, roi_size: int = 32, roi_count: int = 16) -> dict:
     """Score each (Z, Y, X) HU volume of ``methods`` against the NDCT ``reference``; a JSON-ready dict.
 
-    ``methods`` is ordered, the low-dose input first (e.g. "LDCT input"), then models and filters;
-    ``spacing`` is (x, y, z) in mm, as ``read_ct`` gives it; ``seconds`` optional run times by name.
     Up to ``roi_count`` flat ROIs of ``roi_size`` pixels are found once on the reference
     (:func:`.evaluation.texture_rois`); noise std, bias and both spectra are measured inside them.
+
+    Args:
+        reference: the normal-dose volume in HU, (Z, Y, X).
+        methods: the volumes to score by name, each the reference's shape, in table order: the low-dose
+            input first (e.g. "LDCT input"), then models and filters.
+        spacing: voxel size (x, y, z) in mm, as ``read_ct`` gives it (the spectra's frequencies use it).
+        seconds: optional run time of each method by name, copied into its figures.
+        roi_size: side of the square flat-tissue ROIs, in pixels.
+        roi_count: the most ROIs to use.
+
+    Returns:
+        ``{"windows", "shape", "spacing_mm", "rois", "slice", "reference", "methods", "nps"}``: the metric
+        windows, the volume's shape and spacing, the ROIs and the representative slice for figures, the
+        reference's own texture figures, per method its figures (PSNR/SSIM on both windows, RMSE, noise
+        std, bias, noise and image NPS figures, edge ratio, ``seconds``), and the NPS curves per method.
+
+    Raises:
+        InvalidInputError: the reference is not 3D, no method is given, a method is named like the
+            reference's row or has another shape, the spacing is not three positive sizes, or the reference
+            has no flat soft-tissue square of ``roi_size`` pixels.
     """
     reference = np.asarray(reference, dtype=np.float32)
     _check_volumes(reference, methods, spacing)

@@ -16,6 +16,7 @@ import numpy as np
 from ..core.atomic import atomic_output_folder, check_output
 from ..errors import InvalidInputError
 from .geometry import VolumeGeometry
+from .series_checks import SliceLayout, check_folder_files, check_slice_sizes, slice_layout
 
 DERIVATION_MARK = "TSCDenoise"  # in DerivationDescription of every slice we write: how a folder is known as ours
 SERIES_OUTPUT = "a DICOM series"
@@ -43,7 +44,28 @@ def _describe_series(uid: str, files: list[str]) -> str:
 def dicom_series_files(folder: str | Path, series_uid: str | None = None) -> list[str]:
     """Files of the one (or the chosen) DICOM series in ``folder``, sorted by slice position."""
     folder = Path(folder)
+    return _choose_series(folder, _series_in_folder(folder), series_uid)
+
+
+def checked_series_files(folder: str | Path, series_uid: str | None = None) -> tuple[list[str], SliceLayout]:
+    """Like :func:`dicom_series_files`, after refusing damaged files and slices of another size; with the layout.
+
+    Returns:
+        The files of the series (sorted by position) and where its slices lie (:class:`SliceLayout`).
+
+    Raises:
+        InvalidInputError: no series, several without a choice, a damaged or unreadable file in the folder,
+            or slices of different sizes (each message names the file and the fix).
+    """
+    folder = Path(folder)
     series = _series_in_folder(folder)
+    files = _choose_series(folder, series, series_uid)
+    datasets = check_folder_files(folder, [f for group in series.values() for f in group], files)
+    check_slice_sizes(files, datasets)
+    return files, slice_layout(files, datasets)
+
+
+def _choose_series(folder: Path, series: dict[str, list[str]], series_uid: str | None) -> list[str]:
     if not series:
         raise InvalidInputError(f"{folder} holds no DICOM series; give a DICOM folder or a NIfTI/NRRD/MHA file.")
     if series_uid is not None:

@@ -51,10 +51,14 @@ def denoise_file(
     progress: Optional[Callable[[int, int], None]] = None,
     notify: Optional[Callable[[str], None]] = None,
     check_hu: bool = True,
+    resample: bool = False,
 ) -> DenoisedFile:
     """Denoise the CT at `input_path` (DICOM folder/file, NIfTI, NRRD, MHA) into `output_path`.
 
-    The output format comes from its name (see `output_kind`). The input is never modified; the output
+    The output format comes from its name (see `output_kind`). Damaged or incomplete input is refused
+    (see `read_ct`); a DICOM series off a regular grid (missing slice, uneven gaps, gantry tilt) goes
+    into a DICOM folder as it is (each slice keeps its position), and into an image file only with
+    `resample` (onto a regular grid, linear interpolation). The input is never modified; the output
     keeps the input's geometry and is written to a hidden name, read back, then renamed into place. The
     output is checked before any work (not the input nor a folder holding it, writable, and an existing
     one replaced only with `overwrite` and only if it is a file, or a DICOM folder TSCDenoise wrote).
@@ -71,6 +75,7 @@ def denoise_file(
         notify: `notify(message)` hears the device and slab size chosen, a fallback to the CPU, and a warning
             when the checkpoint is a teacher (trained to reconstruct normal dose, not to denoise).
         check_hu: refuse values that do not look like HU (False: skip that plausibility check).
+        resample: for an image-file output, resample a DICOM series off a regular grid instead of refusing it.
 
     Returns:
         A DenoisedFile: the output path (the object is usable as a path), the model, device, slab size,
@@ -92,17 +97,17 @@ def denoise_file(
     if input_path is None or output_path is None:
         raise InvalidInputError("Give both an input CT and an output path, e.g. --input ct.nii.gz --output denoised.nii.gz.")
     input_path, output_path = Path(input_path), Path(output_path)
-    check_output_path(input_path, output_path, overwrite)
+    kind = check_output_path(input_path, output_path, overwrite)
     say = notify or (lambda message: None)
+    started = time.perf_counter()
+    volume, geometry = read_ct(input_path, irregular_slices=irregular_slices(input_path, kind, resample), notify=say)
+    read_s = time.perf_counter() - started
     target = resolve_device(device)
     model_path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(model_path, device=target)
     warning = role_warning(model, model_path)
     if warning:
         say(warning)
-    started = time.perf_counter()
-    volume, geometry = read_ct(input_path)
-    read_s = time.perf_counter() - started
     slab = resolve_slab_size(slab_size, volume.shape, target, model, amp)
     say(f"input {input_path} ({' x '.join(str(n) for n in volume.shape)}), model {model_path}")
     say(f"device {describe_device(target)}, slab size {slab}, mixed precision "
@@ -144,6 +149,17 @@ def check_output_path(source: Path, target: Path, overwrite: bool) -> str:
     else:
         check_output(target, overwrite, kind="file", inputs=[source])
     return kind
+
+
+def irregular_slices(source: Path, kind: str, resample: bool) -> str:
+    """`read_ct`'s irregular_slices for writing `source` as output `kind`.
+
+    A derived DICOM series keeps each slice's own position ("keep"); an image file has one grid, so
+    a series off it is refused unless resampling was asked for.
+    """
+    if kind == "dicom" and source.is_dir():
+        return "keep"
+    return "resample" if resample else "refuse"
 
 
 def write_volume(array: np.ndarray, geometry, source: Path, target: Path, overwrite: bool) -> Path:

@@ -9,15 +9,19 @@ asked and goes through a temporary name in the destination folder, then a rename
 from __future__ import annotations
 
 import errno
-import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..core.atomic import atomic_output_file, check_output
 from ..errors import InvalidInputError
-from .dicom import dicom_series_files
+from .dicom import checked_series_files
+from .file_checks import check_image_file, nonfinite_message, read_nifti_voxels
+from .series_checks import check_dicom_file, is_dicom_file, readable_or_refuse
 from .geometry import VolumeGeometry
+from .resample import resample_to_regular_grid
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -34,26 +38,66 @@ def _sitk():
     return sitk
 
 
-def read_ct(path: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, VolumeGeometry]:
-    """(float32 HU array (Z, Y, X), geometry) from a DICOM folder or file, NIfTI, NRRD or MHA."""
+@contextmanager
+def _itk_warnings_off(sitk) -> Iterator[None]:
+    """Keep ITK's multi-line warnings off stderr: the checks here say what matters, in one line."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+IRREGULAR_SLICES = ("refuse", "keep", "resample")
+
+
+def read_ct(
+    path: str | Path,
+    series_uid: str | None = None,
+    irregular_slices: str = "refuse",
+    notify: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, VolumeGeometry]:
+    """(float32 HU array (Z, Y, X), geometry) from a DICOM folder or file, NIfTI, NRRD or MHA.
+
+    Damaged or incomplete input is refused, never read as a wrong volume: a truncated file, NaN or
+    infinite values, a damaged or unreadable DICOM file, slices of another size, two slices at one
+    position, and (by default) a series whose slices do not lie on one regular grid (a missing slice,
+    uneven gaps, a gantry tilt), which one spacing and direction cannot place.
+
+    Args:
+        path: DICOM folder or file, .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file.
+        series_uid: the series to read when a DICOM folder holds several.
+        irregular_slices: what to do with a DICOM series off a regular grid: "refuse" (default);
+            "resample" it onto a regular, untilted grid at its usual slice gap (linear interpolation;
+            slices in a gap are interpolated); or "keep" the slices as they are, in position order, with a
+            geometry that does not place them: only for callers that keep each slice's own position (a
+            derived DICOM series, `write_dicom_series`).
+        notify: hears what was resampled, in one line.
+
+    Returns:
+        The volume in HU and its geometry.
+
+    Raises:
+        InvalidInputError: the input is missing, unreadable, damaged or incomplete (the message names the fix).
+    """
+    if irregular_slices not in IRREGULAR_SLICES:
+        raise InvalidInputError(f"irregular_slices must be one of {', '.join(IRREGULAR_SLICES)}, got {irregular_slices!r}.")
     sitk = _sitk()
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"{path} does not exist.")
-    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
-        raise InvalidInputError(f"{path} cannot be read (permission denied); check its permissions or copy it.")
-    if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(dicom_series_files(path, series_uid))
-        image = reader.Execute()
-    else:
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as error:
-            raise InvalidInputError(
-                f"Cannot read {path} as an image ({str(error).strip().splitlines()[-1]}); "
-                f"give a DICOM folder or file, or one of {', '.join(IMAGE_SUFFIXES)}."
-            ) from error
+    readable_or_refuse(path)
+    with _itk_warnings_off(sitk):
+        if path.is_dir():
+            image, layout = _read_series(sitk, path, series_uid, irregular_slices)
+            if layout.problem and irregular_slices == "resample":
+                return _resampled(sitk, path, image, layout, notify)
+        elif _suffix(path) in (".nii", ".nii.gz"):
+            plain = _read_plain_nifti(sitk, path)
+            if plain is not None:
+                return plain
+            image = _read_file(sitk, path, checked=True)
+        else:
+            image = _read_file(sitk, path)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidInputError(
             f"{path} has {image.GetNumberOfComponentsPerPixel()} components per pixel (colour or vector image); "
@@ -64,7 +108,85 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> tuple[np.ndarray
     if image.GetDimension() != 3:
         raise InvalidInputError(f"{path} is {image.GetDimension()}D; give a 2D or 3D CT (split 4D series first).")
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        nonfinite = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if nonfinite:
+            raise InvalidInputError(nonfinite_message(path, nonfinite))
     return array, VolumeGeometry.from_sitk(image)
+
+
+def _read_series(sitk, folder: Path, series_uid: str | None, irregular_slices: str):
+    """The series as one SimpleITK image (slices in position order) and where its slices lie."""
+    files, layout = checked_series_files(folder, series_uid)
+    if layout.problem and (layout.duplicate or irregular_slices == "refuse"
+                           or (irregular_slices == "resample" and layout.positions is None)):
+        fix = "" if layout.duplicate or layout.positions is None else (
+            ". A NIfTI/NRRD/MHA volume has one regular grid, so these slices would land at wrong positions: write "
+            "a DICOM folder instead (an output name without suffix; it keeps each slice's position), or resample "
+            "it onto a regular grid (tscdenoise denoise --resample; read_ct(..., irregular_slices=\"resample\"))")
+        raise InvalidInputError(f"{folder}: {layout.problem}{fix}.")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute(), layout
+    except RuntimeError as error:
+        raise InvalidInputError(f"Cannot read the DICOM series in {folder} ({_itk_reason(error)}); check that its "
+                                "files are intact and belong to one series.") from error
+
+
+def _resampled(sitk, folder: Path, image, layout, notify) -> tuple[np.ndarray, VolumeGeometry]:
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
+        raise InvalidInputError(f"{folder} is not a scalar 3D series; it cannot be resampled.")
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    volume, geometry = resample_to_regular_grid(array, layout.positions, layout.orientation,
+                                                image.GetSpacing()[:2], layout.spacing)
+    if notify is not None:
+        notify(f"{folder}: {layout.problem}; resampled onto a regular {layout.spacing:g} mm grid "
+               f"({array.shape[0]} slices -> {volume.shape[0]})")
+    return volume, geometry
+
+
+def _read_plain_nifti(sitk, path: Path) -> tuple[np.ndarray, VolumeGeometry] | None:
+    """(array, geometry) of a plain 3D scalar NIfTI, its voxels kept from the check (one decompression).
+
+    None for any other NIfTI (2D, 4D, vector, ...), checked already: SimpleITK then reads it.
+    """
+    voxels = read_nifti_voxels(path)
+    if voxels is None:
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InvalidInputError(f"Cannot read the header of {path} ({_itk_reason(error)}); check that it is a "
+                                "NIfTI file, or save the volume again.") from error
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1 or tuple(reader.GetSize()) != voxels.shape[::-1]:
+        return None
+    return voxels, VolumeGeometry.from_sitk(reader)
+
+
+def _read_file(sitk, path: Path, checked: bool = False):
+    if not checked:
+        check_image_file(path)
+    if is_dicom_file(path):
+        check_dicom_file(path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InvalidInputError(
+            f"Cannot read {path} as an image: it is damaged, truncated or not an image ({_itk_reason(error)}); "
+            f"give a DICOM folder or file, or one of {', '.join(IMAGE_SUFFIXES)}."
+        ) from error
+
+
+def _itk_reason(error: BaseException) -> str:
+    """The useful line of an ITK exception: its "Reason:" (e.g. No space left on device), else its last line;
+    never ITK's "Reason: No such file or directory", which is a stale errno."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    useful = [line for line in lines if "No such file or directory" not in line] or lines
+    reasons = [line.removeprefix("Reason:").strip() for line in useful if line.startswith("Reason:")]
+    return reasons[-1] if reasons else useful[-1] if useful else "unknown error"
 
 
 def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, overwrite: bool = False) -> Path:
@@ -121,13 +243,3 @@ def _verify_image(path: Path, expected: np.ndarray, header) -> None:
     written = sitk.GetArrayViewFromImage(image)  # a view: `image` must stay alive while it is used
     if written.shape != expected.shape or not np.array_equal(written, expected, equal_nan=expected.dtype.kind == "f"):
         raise OSError(errno.EIO, "the written file reads back incomplete", str(path))
-
-
-def _itk_reason(exc: BaseException) -> str:
-    """The informative line of an ITK exception (its last 'Reason' or ERROR line, not the C++ location)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("Reason:"):
-            return line.removeprefix("Reason:").strip()
-    return lines[-1] if lines else type(exc).__name__
-

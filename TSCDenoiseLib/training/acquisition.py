@@ -32,7 +32,8 @@ class Acquisition:
     body_width_mm: float | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields that are set (a datalist entry's metadata: MONAI's collate refuses None)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 @dataclass(frozen=True)

@@ -145,13 +145,17 @@ def training_loader(
     return dataset, loader
 
 
-def slice_dataset(entries: Sequence[dict], window=None):
-    """Every axial slice of the paired volumes as a MONAI ``Dataset`` item (1, X, Y), normalized."""
+def slice_dataset(entries: Sequence[dict], window=None, transform=None):
+    """Every axial slice of the paired volumes as a MONAI ``Dataset`` item (1, X, Y), normalized.
+
+    `transform` loads, checks and normalizes a pair of volumes (default: ``volume_transforms(window)``;
+    the bundle passes its ``validate#preprocessing``).
+    """
     from monai.data import Dataset
 
     from .transforms import volume_transforms
 
-    load = volume_transforms(window)
+    load = transform if transform is not None else volume_transforms(window)
     slices = []
     for entry in entries:
         with _our_errors_unwrapped():

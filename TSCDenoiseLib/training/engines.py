@@ -1,8 +1,8 @@
-"""MONAI engine parts for training TSC-Net: batch preparation, the student trainer, metric transforms.
+"""MONAI engine parts for training TSC-Net: batch preparation, the stage trainer, metric transforms.
 
-The bundle in ``training/configs`` wires these with MONAI's own ``SupervisedTrainer`` (teacher,
-NDCT -> NDCT) and ``SupervisedEvaluator``; the student stage uses :class:`StudentTrainer`, whose
-iteration runs the frozen teacher under no-grad for the knowledge-transfer and contrastive terms.
+The bundle in ``training/configs`` wires these with MONAI's own ``SupervisedEvaluator``; both stages
+train with :class:`TSCTrainer`: the teacher (NDCT -> NDCT) with the pixel term alone, the student with
+the frozen teacher run under no-grad for the knowledge-transfer and contrastive terms.
 """
 
 from __future__ import annotations
@@ -33,20 +33,21 @@ class PrepareBatchPair(PrepareBatch):
         )
 
 
-class StudentTrainer(SupervisedTrainer):
+class TSCTrainer(SupervisedTrainer):
     """``SupervisedTrainer`` whose loss is a :class:`TSCStudentLoss` (pixel + KT + CRM).
 
-    Each iteration: student forward (with its intermediate features when knowledge transfer is on),
+    Each iteration: network forward (with its intermediate features when knowledge transfer is on),
     the loss terms (the teacher runs inside the loss under no-grad), backward, optimizer step.
     ``engine.state.output`` holds the usual image/label/pred/loss plus each term under its name.
-    With both lambdas 0 it is plain pixel-L1 training: the paper's ablation, and any baseline network.
+    With both lambdas 0 it is plain pixel-L1 training: the teacher stage (with ``PrepareBatchPair("ndct",
+    "ndct")``), the paper's ablation, and any baseline network.
     """
 
     def __init__(self, *args: Any, loss_function: TSCStudentLoss, **kwargs: Any) -> None:
         kwargs.setdefault("prepare_batch", PrepareBatchPair("ldct", "ndct"))
         super().__init__(*args, loss_function=loss_function, **kwargs)
 
-    def _iteration(self, engine: "StudentTrainer", batchdata: dict) -> dict:
+    def _iteration(self, engine: "TSCTrainer", batchdata: dict) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         ldct, ndct = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
@@ -76,6 +77,9 @@ class StudentTrainer(SupervisedTrainer):
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+StudentTrainer = TSCTrainer  # the name before the teacher stage used it too
 
 
 def windowed_output(

@@ -12,6 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from ..core.atomic import atomic_output_file
 from ..core.checkpoint import save_model
 from .engines import loss_terms_output
 from ..core.intensity import HUWindow
@@ -22,7 +23,8 @@ class BestModelSaver:
 
     Unlike MONAI's ``CheckpointSaver`` (which saves the whole training state for resuming), this writes
     the deployable one-file checkpoint (weights, config, HU window, role) that ``load_model`` reads,
-    and records the metric, epoch and `metadata` in it. Under DDP only rank 0 writes.
+    and records the metric, epoch and `metadata` (a dict, and/or keyword arguments) in it (and, given the
+    stage's `run` record, the teacher a student trained against). Under DDP only rank 0 writes.
     """
 
     def __init__(
@@ -32,14 +34,17 @@ class BestModelSaver:
         role: str,
         hu_window: HUWindow | Sequence[float] | None = None,
         higher_is_better: bool = True,
-        **metadata: Any,
+        run: Any = None,
+        metadata: Optional[dict] = None,
+        **more_metadata: Any,
     ) -> None:
         self.network = network
+        self.run = run
         self.path = Path(path)
         self.role = role
         self.hu_window = HUWindow.from_any(hu_window)
         self.higher_is_better = higher_is_better
-        self.metadata = metadata
+        self.metadata = {**(metadata or {}), **more_metadata}
         self.best: Optional[float] = None
 
     def attach(self, engine: Engine) -> None:
@@ -57,14 +62,19 @@ class BestModelSaver:
             return
         self.best = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        run_metadata = self.run.metadata() if self.run is not None else {}
         save_model(self.network, self.path, role=self.role, hu_window=self.hu_window, overwrite=True,
-                   **self.metadata, best_metric=name, best_metric_value=round(value, 4), epoch=engine.state.epoch)
+                   **self.metadata, **run_metadata, best_metric=name, best_metric_value=round(value, 4), epoch=engine.state.epoch)
 
 
 class TrainingLog:
     """Attach to a trainer: append JSON lines with the loss terms every `interval` iterations, and at
     each epoch's end the learning rate, the validator's latest metrics (if one is given) and a
-    parameter checksum (equal on every rank under DDP)."""
+    parameter checksum (equal on every rank under DDP).
+
+    A fresh run starts a fresh log; a run resumed from a training state keeps the records up to the
+    resumed iteration and appends after them.
+    """
 
     def __init__(
         self,
@@ -84,10 +94,35 @@ class TrainingLog:
         self._started = time.perf_counter()
 
     def attach(self, engine: Engine) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")  # a fresh log per run
+        # The log is opened at the first iteration, not here: a resumed run knows its starting iteration only
+        # after the checkpoint loader has run, and a start that fails before training must not touch the log.
+        self._opened = False
+        engine.add_event_handler(Events.ITERATION_STARTED, self.open_log)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.log_iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.log_epoch)
+
+    def open_log(self, engine: Engine) -> None:
+        """At the run's first iteration: keep the records from before it (a resumed run appends to its log;
+        a fresh run, starting at iteration 1, keeps none), drop any written after that point by an earlier try."""
+        if self._opened:
+            return
+        self._opened = True
+        first = engine.state.iteration  # already counted: 1 for a fresh run, resumed + 1 after a resume
+        kept = [line for line in self._read_lines() if json.loads(line).get("iteration", 0) < first]
+        with atomic_output_file(self.path, overwrite=True, suffix=".jsonl") as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+
+    def _read_lines(self) -> list:
+        if not self.path.is_file():
+            return []
+        lines = []
+        for line in self.path.read_text().splitlines():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a killed run
+            lines.append(line)
+        return lines
 
     def _append(self, record: dict) -> None:
         record["seconds"] = round(time.perf_counter() - self._started, 2)

@@ -7,6 +7,7 @@ same random draw for every key, which keeps the pair aligned.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -22,12 +23,14 @@ from monai.transforms import (
     RandRotate90d,
     RandSpatialCropd,
     RandSpatialCropSamplesd,
+    ScaleIntensityRanged,
     SqueezeDimd,
 )
 
 from ..errors import InvalidInputError, InvalidVolumeError
 from ..core.intensity import HUWindow
 from ..core.volume_checks import validate_ct_volume
+from ..io.file_checks import check_image_file
 
 PAIR_KEYS = ("ldct", "ndct")
 # NIfTI through nibabel. For NRRD/MHA datalists pass reader="ITKReader" (needs `pip install itk`), or
@@ -38,6 +41,24 @@ DEFAULT_READER = "NibabelReader"
 def _source_name(image) -> str:
     meta = getattr(image, "meta", {}) or {}
     return str(meta.get("filename_or_obj", "<array>"))
+
+
+class CheckImageFilesd(MapTransform):
+    """Refuse truncated NIfTI/MetaImage files and NIfTI holding NaN/Inf before a reader sees them.
+
+    nibabel stops a cut .nii.gz with a bare EOFError that MONAI wraps in a long traceback; this names
+    the file, the key and the fix instead.
+    """
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, Path)):
+                try:
+                    check_image_file(d[key])
+                except InvalidInputError as error:
+                    raise InvalidInputError(f"{key} image: {error}") from error
+        return d
 
 
 class EnsureCTd(MapTransform):
@@ -153,6 +174,12 @@ class SimulateLowDosed(RandomizableTransform, MapTransform):
         return d
 
 
+def scale_hu(keys: Sequence[str], window=None) -> ScaleIntensityRanged:
+    """HU -> [0, 1] on a checkpoint's window, clipped: MONAI's ``ScaleIntensityRanged`` (as the bundle config)."""
+    low, high = HUWindow.from_any(window).as_tuple()
+    return ScaleIntensityRanged(keys=list(keys), a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+
+
 def training_transforms(
     window=None,
     patch_size: int = 64,
@@ -163,10 +190,12 @@ def training_transforms(
 ) -> Compose:
     """Load a pair of volumes, check them, draw ``samples_per_volume`` paired 2D axial patches.
 
-    With ``simulate=True`` only ``ndct`` is loaded and ``ldct`` is simulated per slice.
+    With ``simulate=True`` only ``ndct`` is loaded and ``ldct`` is simulated per slice. The bundle's
+    ``train#preprocessing`` is the same list written in the config (a test keeps the two equal).
     """
     keys = ["ndct"] if simulate else list(PAIR_KEYS)
     steps = [
+        CheckImageFilesd(keys=keys),
         LoadImaged(keys=keys, reader=reader, image_only=True, ensure_channel_first=True),
         EnsureCTd(keys=keys),
         RandSpatialCropSamplesd(keys=keys, roi_size=(-1, -1, 1), num_samples=samples_per_volume, random_size=False),
@@ -179,7 +208,7 @@ def training_transforms(
         RandFlipd(keys=list(PAIR_KEYS), prob=0.5, spatial_axis=0),
         RandFlipd(keys=list(PAIR_KEYS), prob=0.5, spatial_axis=1),
         RandRotate90d(keys=list(PAIR_KEYS), prob=0.5, max_k=3),
-        NormalizeHUd(keys=list(PAIR_KEYS), window=window),
+        scale_hu(PAIR_KEYS, window),
         EnsureTyped(keys=list(PAIR_KEYS), dtype=torch.float32, track_meta=False),
     ]
     return Compose(steps)
@@ -188,8 +217,9 @@ def training_transforms(
 def volume_transforms(window=None, keys: Sequence[str] = PAIR_KEYS, reader: str = DEFAULT_READER) -> Compose:
     """Load and check a pair of volumes, normalized (for validation and evaluation)."""
     return Compose([
+        CheckImageFilesd(keys=list(keys)),
         LoadImaged(keys=list(keys), reader=reader, image_only=True, ensure_channel_first=True),
         EnsureCTd(keys=list(keys)),
-        NormalizeHUd(keys=list(keys), window=window),
+        scale_hu(keys, window),
         EnsureTyped(keys=list(keys), dtype=torch.float32),
     ])

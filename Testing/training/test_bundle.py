@@ -55,12 +55,14 @@ def test_metadata_has_the_model_zoo_required_fields():
 
 
 def test_bundle_layout_is_complete():
-    for name in ("metadata.json", "train.json", "multi_gpu_train.json", "evaluate.json", "inference.json", "logging.conf"):
+    for name in ("metadata.json", "train.json", "teacher.json", "student.json", "ablation.json", "redcnn.json",
+                 "multi_gpu_train.json", "evaluate.json", "inference.json", "logging.conf"):
         assert (CONFIGS / name).is_file(), name
     for name in ("LICENSE", "docs/README.md", "models/model.pt", "models/teacher.pt", "models/pixel_student.pt"):
         assert (BUNDLE / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_training_runs_teacher_then_student_and_writes_engine_checkpoints(tmp_path):
     train(tmp_path)
     teacher = read_checkpoint(tmp_path / "teacher.pt")
@@ -82,6 +84,7 @@ def test_training_runs_teacher_then_student_and_writes_engine_checkpoints(tmp_pa
     assert any((tmp_path / "tensorboard" / "student").iterdir())
 
 
+@pytest.mark.slow
 def test_student_stage_alone_uses_the_given_teacher_and_resumes(tmp_path):
     train(tmp_path / "first", stage="teacher")
     teacher = tmp_path / "first" / "teacher.pt"
@@ -106,31 +109,36 @@ def test_student_stage_alone_uses_the_given_teacher_and_resumes(tmp_path):
     assert any("same network" in str(cause) for cause in causes), causes
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_teacher(tmp_path):
     train(tmp_path / "a", stage="teacher")
     train(tmp_path / "b", stage="teacher")
     train(tmp_path / "c", stage="teacher", seed=1)
     a, b, c = (read_checkpoint(tmp_path / name / "teacher.pt")["state_dict"] for name in "abc")
+    # One stage writes only its own folders (no empty student_state/ or tensorboard/student).
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["teacher.pt", "teacher_log.jsonl", "teacher_state",
+                                                                   "tensorboard"]
+    assert [p.name for p in (tmp_path / "a" / "tensorboard").iterdir()] == ["teacher"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_ablation_and_redcnn_configs_train_without_a_teacher(tmp_path):
     for extra, name, network in (("ablation.json", "ablation_no_kt_crm.pt", "TSCNet"), ("redcnn.json", "redcnn.pt", "REDCNN")):
-        overrides = json.loads((CONFIGS / extra).read_text())
-        overrides.pop("student#network_def", None)
         settings = {**TINY, "student_epochs": 1}
-        bundle_run("training", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / extra)],
+        bundle_run("training", config_file=[str(CONFIGS / f) for f in ("train.json", "student.json", extra)],
                    bundle_root=str(BUNDLE), output_dir=str(tmp_path), teacher_checkpoint=str(tmp_path / "absent.pt"),
                    **settings)
         payload = read_checkpoint(tmp_path / name)
         assert payload["network"] == network and payload["metadata"]["lambda_kt"] == 0
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training_syncs_weights_and_only_rank0_writes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",  # standalone: a free port (tests run side by side)
         "-m", "monai.bundle", "run", "training",
         "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
         "--bundle_root", str(BUNDLE), "--output_dir", str(tmp_path), "--teacher_epochs", "1", "--student_epochs", "1",
@@ -154,6 +162,7 @@ def test_two_process_gloo_training_syncs_weights_and_only_rank0_writes(tmp_path)
     assert len(tensorboard_writers) == 1  # one process (rank 0) wrote TensorBoard events
 
 
+@pytest.mark.slow
 def test_inference_config_denoises_a_file_like_the_engine(tmp_path, tiny_net):
     import numpy as np
 
@@ -170,6 +179,7 @@ def test_inference_config_denoises_a_file_like_the_engine(tmp_path, tiny_net):
     np.testing.assert_allclose(result, denoise_volume(volume, tiny_net, device="cpu"), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_ckpt_export_traces_a_torchscript_file_with_the_same_output(tmp_path, tiny_net):
     from monai.bundle import ckpt_export
 
@@ -186,6 +196,7 @@ def test_ckpt_export_traces_a_torchscript_file_with_the_same_output(tmp_path, ti
             torch.testing.assert_close(scripted(x), tiny_net(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_simulated_low_dose_needs_only_normal_dose_files(tmp_path):
     from TSCDenoiseLib.core.resources import SAMPLE_NORMAL_DOSE_FILE, sample_path
     from TSCDenoiseLib.io import read_ct, write_ct
@@ -201,3 +212,39 @@ def test_simulated_low_dose_needs_only_normal_dose_files(tmp_path):
     assert read_checkpoint(tmp_path / "run" / "model.pt")["role"] == "student"
     cached = list((tmp_path / "run" / "ldct_cache").glob("validation-ldct-*.nii.gz"))
     assert len(cached) == 1  # the validation pair was simulated once and cached
+
+
+def test_the_config_transforms_are_the_python_pipeline():
+    # The transforms are written out in train.json; TSCDenoiseLib.training.transforms builds the same pipeline for
+    # scripts and tests. Same seed, same patches and validation slices: the two cannot drift apart.
+    from monai.bundle import ConfigParser
+
+    from TSCDenoiseLib.training.data import read_datalist
+    from TSCDenoiseLib.training.transforms import training_transforms, volume_transforms
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"bundle_root": str(BUNDLE), "patch_size": 32, "patches_per_volume": 3})
+    entry = read_datalist(parser.get_parsed_content("datalist"))["validation"][0]
+    configured, python = parser.get_parsed_content("train#preprocessing"), training_transforms(None, 32, 3)
+    configured.set_random_state(seed=5)
+    python.set_random_state(seed=5)
+    patches, expected = configured(dict(entry)), python(dict(entry))
+    assert len(patches) == len(expected) == 3
+    for a, b in zip(patches, expected):
+        for key in ("ldct", "ndct"):
+            assert a[key].shape == (1, 32, 32) and torch.equal(a[key], b[key])
+    a, b = parser.get_parsed_content("validate#preprocessing")(dict(entry)), volume_transforms(None)(dict(entry))
+    for key in ("ldct", "ndct"):
+        assert 0 <= float(a[key].min()) < float(a[key].max()) <= 1 and torch.equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("stage_file", [None, "teacher.json", "student.json"])
+def test_the_training_configs_have_the_model_zoo_train_properties(stage_file):
+    from monai.bundle import ConfigWorkflow
+
+    files = [str(CONFIGS / "train.json")] + ([str(CONFIGS / stage_file)] if stage_file else [])
+    workflow = ConfigWorkflow(config_file=files, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+                              logging_file=False, bundle_root=str(BUNDLE))
+    workflow.initialize()  # checks the stage name; builds nothing
+    assert workflow.check_properties() == []

@@ -14,6 +14,7 @@ def deforming_net(tiny_net):
     return tiny_net
 
 
+@pytest.mark.slow
 def test_torch_export_gives_the_same_output_on_other_shapes(deforming_net, tmp_path):
     path = export_model(deforming_net, tmp_path / "model.pt2", example_shape=(2, 1, 30, 30))
     exported = load_exported(path)
@@ -26,6 +27,7 @@ def test_torch_export_gives_the_same_output_on_other_shapes(deforming_net, tmp_p
         export_model(deforming_net, path)
 
 
+@pytest.mark.slow
 def test_onnx_export_runs_in_onnxruntime_with_the_same_output(deforming_net, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -45,6 +47,7 @@ def test_unknown_format_is_rejected(tiny_net, tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
+@pytest.mark.slow
 def test_torchscript_export_gives_the_same_output_on_other_shapes(deforming_net, tmp_path):
     path = export_model(deforming_net, tmp_path / "model.ts", format="torchscript", example_shape=(2, 1, 32, 32))
     exported = load_exported(path)
@@ -54,6 +57,7 @@ def test_torchscript_export_gives_the_same_output_on_other_shapes(deforming_net,
             torch.testing.assert_close(exported(x), deforming_net(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_fresh_network_traces_in_a_fresh_process():
     """Importing torchvision inside the first forward used to break torch.jit.trace (ckpt_export, CLI export)."""
     import subprocess
