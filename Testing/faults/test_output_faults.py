@@ -192,6 +192,7 @@ def test_evaluate_report_onto_a_full_disk_leaves_no_partial_folder(small_disk, t
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
+@pytest.mark.slow
 def test_export_onto_a_full_disk_is_one_line(small_disk, checkpoint):
     """torch.jit.save aborted the process here (every format is written by the same in-memory path now)."""
     done = run_cli("export", small_disk / "model.ts", "--model", checkpoint, "--format", "torchscript")
