@@ -11,11 +11,17 @@ from .errors import (
     CheckpointError,
     DefaultModelMissingError,
     DenoiseCancelled,
+    DenoiseOutOfMemory,
     DeviceError,
+    ExportError,
+    Interrupted,
     InvalidInputError,
     InvalidVolumeError,
+    MissingDependencyError,
     OutputExistsError,
+    OutputWriteError,
     TSCDenoiseError,
+    exit_code,
 )
 from .lazy import submodule_getattr
 from .version import __version__
@@ -36,11 +42,17 @@ __all__ = sorted(
         "CheckpointError",
         "DefaultModelMissingError",
         "DenoiseCancelled",
+        "DenoiseOutOfMemory",
         "DeviceError",
+        "ExportError",
+        "Interrupted",
         "InvalidInputError",
         "InvalidVolumeError",
+        "MissingDependencyError",
         "OutputExistsError",
+        "OutputWriteError",
         "TSCDenoiseError",
+        "exit_code",
         "__version__",
     ]
 )

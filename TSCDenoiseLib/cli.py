@@ -1,21 +1,27 @@
 """The `tscdenoise` command line (also `python -m TSCDenoiseLib`).
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input (one clear line on stderr).
+Exit codes (`errors.exit_code`): 0 success, 1 runtime failure, 2 bad usage or bad input, 130 Ctrl-C,
+143 SIGTERM; every failure is one clear line on stderr, never a traceback (TSCDENOISE_DEBUG=1 shows it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from .errors import InvalidInputError, OutputExistsError, TSCDenoiseError
+from .errors import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, InvalidInputError, Interrupted, TSCDenoiseError, exit_code,
+                     raise_on_termination)
 from .version import __version__
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -65,7 +71,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     with _progress_bar("denoising", quiet=args.json) as progress:
         done = denoise_file(args.input, args.output, args.model, device=args.device,
                             slab_size=_slab_size(args.slab_size), amp=args.amp, overwrite=args.overwrite,
-                            progress=progress, notify=_say, resample=args.resample)
+                            progress=progress, notify=_say, check_hu=args.check_hu,
+                            resample=args.resample)
     result = {"input": args.input, "output": str(done.output), "format": output_kind(done.output),
               "model": str(done.model), "device": done.device, "slab_size": done.slab_size,
               "slices": done.slices, "read_s": round(done.read_s, 3), "denoise_s": round(done.denoise_s, 3),
@@ -85,9 +92,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .training.simulation import simulate_low_dose
 
     source, target = Path(args.ndct), Path(args.output)
-    kind = check_output_path(source, target, args.overwrite)
-    if not 0 < args.dose <= 1:
+    if not 0 < args.dose <= 1:  # also false for nan
         raise InvalidInputError(f"--dose is the dose fraction in (0, 1] (0.25 = quarter dose), got {args.dose}.")
+    if not (math.isfinite(args.i0) and args.i0 > 0):
+        raise InvalidInputError(f"--i0 is the incident photon count per detector bin and view (> 0, finite), "
+                                f"got {args.i0}; e.g. --i0 2.25e5.")
+    if not 0 <= args.seed < 2**63:
+        raise InvalidInputError(f"--seed must be a non-negative integer, got {args.seed}.")
+    kind = check_output_path(source, target, args.overwrite)
     volume, geometry = read_ct(source, irregular_slices=irregular_slices(source, kind, resample=False))
     spacing_x, spacing_y = geometry.spacing[0], geometry.spacing[1]
     if abs(spacing_x - spacing_y) > 1e-3 * max(spacing_x, spacing_y):
@@ -115,13 +127,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.report import evaluate_methods, write_report
     from .evaluation.scoring import CLASSICAL_LABEL, LOW_DOSE_LABEL
 
+    if args.out is not None:
+        from .evaluation.report import check_report_output
+
+        check_report_output(args.out, args.overwrite, inputs=[args.reference, args.input])
     reference, geometry = read_ct(args.reference)
-    low, _ = read_ct(args.input)
+    low, low_geometry = read_ct(args.input)
     if low.shape != reference.shape:
         raise InvalidInputError(f"--input has shape {low.shape} but --reference has {reference.shape}; "
                                 "give the low-dose and normal-dose versions of the same scan.")
-    if args.out is not None:
-        _refuse_existing_report(Path(args.out), args.overwrite)
+    _check_same_grid(geometry, low_geometry)
     methods = {LOW_DOSE_LABEL: low}
     seconds = {LOW_DOSE_LABEL: 0.0}
     for path in args.model or []:
@@ -131,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         with _progress_bar(label, quiet=args.json) as progress:
             methods[label] = denoise_volume(low, model, slab_size=_slab_size(args.slab_size), device=args.device,
-                                            progress=progress)
+                                            progress=progress, check_hu=args.check_hu)
         seconds[label] = time.perf_counter() - started
     if args.baselines:
         from .evaluation.baselines import SAMPLE_TUNED_CONDUCTANCE, SAMPLE_TUNED_ITERATIONS, anisotropic_diffusion
@@ -158,10 +173,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .core.checkpoint import load_model
     from .core.resources import default_model_path
     from .core.export import export_model, load_exported
+    from .core.atomic import check_output
 
+    target = check_output(args.out, args.overwrite, kind="file")
     model_path = Path(args.model) if args.model else default_model_path()
     model = load_model(model_path, device="cpu")
-    target = Path(args.out)
     export_model(model, target, format=args.format, overwrite=args.overwrite)
     x = torch.rand(1, 1, 61, 67, generator=torch.Generator().manual_seed(0))  # not a multiple of 4 on purpose
     with torch.no_grad():
@@ -198,9 +214,20 @@ def _run_onnx(path: Path, x):
 
 
 
-def _refuse_existing_report(folder: Path, overwrite: bool) -> None:
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise InvalidInputError(f"{folder} exists and is not empty; pass --overwrite or choose another --out folder.")
+def _check_same_grid(reference, low) -> None:
+    """Refuse scoring a pair whose voxels do not lie at the same places (metrics would compare other anatomy)."""
+    for name in ("spacing", "origin", "direction"):
+        a, b = (tuple(float(v) for v in getattr(g, name)) for g in (reference, low))
+        scale = 1.0 if name == "direction" else max(1.0, *(abs(v) for v in a))
+        if any(abs(x - y) > 1e-3 * scale for x, y in zip(a, b)):
+            raise InvalidInputError(
+                f"--input and --reference have different {name} ({_numbers(b)} vs {_numbers(a)}): they are not on "
+                "the same voxel grid. Resample the low-dose scan onto the reference first (e.g. in 3D Slicer)."
+            )
+
+
+def _numbers(values) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
 def _unique(existing: Dict, label: str) -> str:
@@ -290,11 +317,17 @@ OUTPUT_PATHS = "format from the name: .nii, .nii.gz, .nrrd, .mha, or a folder na
 
 
 def _add_runtime_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
+    command.add_argument("--device", default="auto",
+                         help="auto (a CUDA GPU if there is one), cpu, cuda, cuda:N or mps (Apple silicon)")
     command.add_argument("--slab-size", default="auto",
                          help="axial slices per forward pass: auto (from free memory) or N; more is faster on a GPU and "
                               "needs more GPU memory")
     command.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def _add_check_hu(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--no-check-hu", dest="check_hu", action="store_false",
+                         help="skip the check that the values look like HU (air near -1000); for CT you know is in HU")
 
 
 def _add_denoise(commands) -> None:
@@ -309,6 +342,7 @@ def _add_denoise(commands) -> None:
     denoise.add_argument("output", help=f"denoised CT: {OUTPUT_PATHS}")
     denoise.add_argument("--model", help="checkpoint file (default: the bundled default model)")
     _add_runtime_options(denoise)
+    _add_check_hu(denoise)
     denoise.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 on CUDA (default: bf16/fp16)")
     denoise.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     denoise.add_argument("--resample", action="store_true",
@@ -352,6 +386,7 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument("--out", help="folder for metrics.json, report.md and PNG figures")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     _add_runtime_options(evaluate)
+    _add_check_hu(evaluate)
 
 
 def _add_export(commands) -> None:
@@ -376,18 +411,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse: --help/--version (0) or bad usage (2, message already printed)
         return int(exit_.code or 0)
+    restore = _handle_termination()
     try:
         return COMMANDS[args.command](args)
-    except (InvalidInputError, OutputExistsError) as exc:
-        print(f"tscdenoise {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except TSCDenoiseError as exc:
-        print(f"tscdenoise {args.command}: failed: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:  # disk full, permissions: a runtime failure, said in one line
-        print(f"tscdenoise {args.command}: failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
-        return EXIT_FAILURE
+    except BaseException as exc:  # every failure is one line and an exit code; SystemExit passes through
+        if isinstance(exc, SystemExit):
+            raise
+        print(f"tscdenoise {args.command}: {_describe(exc)}", file=sys.stderr)
+        if os.environ.get("TSCDENOISE_DEBUG") and not isinstance(exc, (TSCDenoiseError, KeyboardInterrupt, Interrupted)):
+            raise
+        return exit_code(exc)
+    finally:
+        restore()
+
+
+def _describe(exc: BaseException) -> str:
+    """The one line a failure prints after 'tscdenoise COMMAND: '."""
+    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+        return f"interrupted ({exc or 'Ctrl-C'}); unfinished outputs were removed, nothing was written."
+    if exit_code(exc) == EXIT_USAGE:
+        return f"error: {_one_line(exc)}"
+    if isinstance(exc, TSCDenoiseError):
+        return f"failed: {_one_line(exc)}"
+    if isinstance(exc, OSError):  # disk full, permissions: a runtime failure
+        return f"failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return (f"failed: unexpected {type(exc).__name__}: {_one_line(exc)} (a bug: please report it; "
+            "TSCDENOISE_DEBUG=1 shows the traceback)")
+
+
+def _handle_termination() -> Callable[[], None]:
+    """SIGTERM/SIGHUP raise Interrupted (like Ctrl-C raises KeyboardInterrupt), so staging files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    signals = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, raise_on_termination) for s in signals}
+    return lambda: [signal.signal(s, handler) for s, handler in previous.items()] and None
 
 
 def _one_line(exc: BaseException) -> str:

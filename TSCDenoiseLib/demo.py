@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidInputError
 
 
 def _scores(image: np.ndarray, reference: np.ndarray, flat: np.ndarray) -> dict:
@@ -24,6 +23,7 @@ def _scores(image: np.ndarray, reference: np.ndarray, flat: np.ndarray) -> dict:
 def run_demo(output: str | Path, model_path: str | Path | None = None, device: str = "auto",
              slab_size: int | str = "auto", overwrite: bool = False, progress=None) -> dict:
     """Denoise the sample's test slab, write it to ``output`` and return timings and scores."""
+    from .core.atomic import check_output
     from .core.checkpoint import load_model
     from .core.resources import default_model_path
     from .core.inference import denoise_volume
@@ -32,9 +32,7 @@ def run_demo(output: str | Path, model_path: str | Path | None = None, device: s
     from .core.resources import SAMPLE_NORMAL_DOSE_FILE, sample_path
 
     sample_ldct, sample_ndct = sample_path(), sample_path(SAMPLE_NORMAL_DOSE_FILE)
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise InvalidInputError(f"{output} exists already; pass --overwrite or choose another --out path.")
+    output = check_output(output, overwrite, kind="file")
     ldct, geometry = read_ct(sample_ldct)
     ndct, _ = read_ct(sample_ndct)
     model_path = Path(model_path) if model_path is not None else default_model_path()

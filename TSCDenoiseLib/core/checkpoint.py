@@ -6,6 +6,7 @@ a file that needs arbitrary unpickling is refused, never executed.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from .device import resolve_device
-from .atomic import atomic_output_file
+from .atomic import write_bytes_atomically
 from ..errors import CheckpointError
 from .intensity import HUWindow
 from .resources import default_model_path
@@ -57,17 +58,20 @@ def save_model(
         "metadata": dict(metadata),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
-    path = Path(path)
-    with atomic_output_file(path, overwrite) as tmp:
-        torch.save(payload, tmp)
-    return path
+    buffer = io.BytesIO()  # torch's file writer can abort the process on a full disk; Python's raises OSError
+    torch.save(payload, buffer)
+    return write_bytes_atomically(path, buffer.getvalue(), overwrite)
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     """The checkpoint's dict, validated; raises CheckpointError with what to do on any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give the checkpoint file itself (e.g. {path / 'model.pt'}).")
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist. Check the path, or omit it to use the default model.")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"Checkpoint {path} cannot be read (permission denied); check its permissions.")
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
         raise CheckpointError(
             f"{path} is not a readable checkpoint (corrupt, truncated, or not a PyTorch file). "
@@ -103,15 +107,23 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
 
 
 def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -> nn.Module:
-    """Build the network a checkpoint dict describes and load its weights (strictly)."""
+    """Build the network a checkpoint dict describes and load its weights (strictly).
+
+    The HU window, the config's numbers and the weights' shapes are checked before anything is allocated,
+    so an edited or damaged file is a CheckpointError, never a huge allocation.
+    """
     network_class = NETWORKS.get(payload["network"])
     if network_class is None:
         raise CheckpointError(
             f"{source} holds a {payload['network']!r} network; this TSCDenoise builds {', '.join(NETWORKS)}."
         )
+    window = _checked_window(payload["hu_window"], source)
+    if payload["role"] not in ROLES:
+        raise CheckpointError(f"{source} has role {payload['role']!r}; a checkpoint is one of {ROLES}. Re-export it.")
+    _check_config(network_class, payload["config"], payload["state_dict"], source)
     try:
         model = network_class(**payload["config"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{source} has a network config this TSCDenoise cannot build: {exc}.") from None
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
@@ -120,10 +132,65 @@ def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -
             f"{source}: the weights do not match the network config {payload['config']} "
             f"({_first_line(exc)}). The file was edited or written by a different network; re-export it."
         ) from None
-    model.hu_window = HUWindow.from_any(payload["hu_window"])
+    model.hu_window = window
     model.role = payload["role"]
     model.checkpoint_metadata = dict(payload.get("metadata", {}))
     return model
+
+
+MAX_CONFIG_INTEGER = 4096  # no count or width of a TSCDenoise network comes near it
+
+
+def _checked_window(window: Any, source: str) -> HUWindow:
+    """The checkpoint's HU window, or CheckpointError if it is not two finite numbers, low < high."""
+    numbers = isinstance(window, (list, tuple)) and len(window) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in window)
+    try:
+        if numbers:
+            return HUWindow.from_any(window)
+    except ValueError:
+        pass
+    raise CheckpointError(
+        f"{source} has a malformed HU window {window!r}: it must be [low, high] in HU with finite low < high "
+        "(e.g. [-1024, 3072]). The file was edited or damaged; re-export it."
+    )
+
+
+def _check_config(network_class: type, config: Any, state_dict: Any, source: str) -> None:
+    """Refuse an implausible config before building it: numbers out of range, or weights of other shapes.
+
+    The network is first built on PyTorch's meta device (shapes only, no memory), so a config edited to
+    100000 channels is refused at once instead of allocating hundreds of gigabytes.
+    """
+    if not isinstance(config, dict) or not isinstance(state_dict, dict):
+        raise CheckpointError(f"{source}: its config and weights must be dicts; the file is damaged. Re-export it.")
+    for key, value in config.items():
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_CONFIG_INTEGER:
+            raise CheckpointError(
+                f"{source} has an implausible network config {key}={value} (0 to {MAX_CONFIG_INTEGER} expected). "
+                "The file was edited or damaged; re-export it."
+            )
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in network_class(**config).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{source} has a network config this TSCDenoise cannot build: {_first_line(exc)}.") from None
+    stored = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if shapes != stored:
+        differing = sorted(set(shapes) ^ set(stored)) or sorted(k for k in shapes if shapes[k] != stored[k])
+        raise CheckpointError(
+            f"{source}: the weights do not match the network config {config} (first difference: {differing[0]}). "
+            "The file was edited or written by a different network; re-export it."
+        )
+
+
+def role_warning(model: nn.Module, path: Optional[PathLike] = None) -> Optional[str]:
+    """A warning when `model` is a teacher checkpoint used to denoise (it reconstructs normal dose), else None."""
+    if getattr(model, "role", None) != "teacher":
+        return None
+    return (f"warning: {path or 'this model'} is a teacher checkpoint: it was trained to reconstruct normal-dose CT, "
+            "not to remove noise, so its output stays close to the input. Use a student checkpoint "
+            "(e.g. the bundled default model).")
 
 
 def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:
@@ -144,7 +211,25 @@ def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:
 
 
 def load_model(path: Optional[PathLike] = None, device: Union[str, torch.device] = "auto") -> nn.Module:
-    """Load a checkpoint (default: the bundled weights) in eval mode on `device`."""
+    """Load a checkpoint (default: the bundled weights) in eval mode on `device`.
+
+    The file is read with ``torch.load(weights_only=True)``: nothing in it is executed. Its HU window, role
+    and network config are checked before the network is built.
+
+    Args:
+        path: a checkpoint written by `save_model`; None means the bundled default model.
+        device: "auto" (a CUDA GPU if there is one), "cpu", "cuda", "cuda:N", "mps", or a torch.device.
+
+    Returns:
+        The network in eval mode on `device`, with ``hu_window``, ``role`` ("teacher" or "student") and
+        ``checkpoint_metadata`` attributes.
+
+    Raises:
+        CheckpointError: the file is missing, a folder, unreadable, corrupt, unsafe to unpickle, of another
+            format version, or its window/config/weights do not fit together.
+        DefaultModelMissingError: `path` is None and no bundled model is installed.
+        DeviceError: `device` does not exist on this machine.
+    """
     path = Path(path) if path is not None else default_model_path()
     model = model_from_checkpoint(read_checkpoint(path), source=str(path))
     return model.to(resolve_device(device)).eval()

@@ -12,7 +12,7 @@ from ..version import __version__
 
 
 def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
-    """A concrete torch.device for "auto", "cpu", "cuda", "cuda:N" (or a torch.device)."""
+    """A concrete torch.device for "auto", "cpu", "cuda", "cuda:N", "mps" (or a torch.device); DeviceError if absent."""
     if device is None or (isinstance(device, str) and device.lower() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -30,8 +30,14 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
                 f"GPU {resolved.index} was requested but only {torch.cuda.device_count()} GPU(s) exist. "
                 "Use 'cuda:0' or 'auto'."
             )
-    elif resolved.type != "cpu" and resolved.type != "mps":
-        raise DeviceError(f"Device type {resolved.type!r} is not supported. Use 'auto', 'cpu' or 'cuda'.")
+    elif resolved.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise DeviceError(
+                "MPS (the Apple-silicon GPU) was requested but this PyTorch sees none (not a Mac with Apple "
+                "silicon, or a build without MPS). Use device='cpu' (or 'auto')."
+            )
+    elif resolved.type != "cpu":
+        raise DeviceError(f"Device type {resolved.type!r} is not supported. Use 'auto', 'cpu', 'cuda' or 'mps'.")
     return resolved
 
 

@@ -8,6 +8,7 @@ eager network does.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 import zipfile
@@ -18,17 +19,13 @@ from typing import Iterator, Sequence, Union
 import torch
 from torch import nn
 
-from .atomic import atomic_output_file
-from ..errors import TSCDenoiseError
+from .atomic import check_output, write_bytes_atomically
+from ..errors import ExportError
 from ..networks.deform_conv import ModulatedDeformConv2d
 from ..networks.tscnet import SIZE_MULTIPLE, pad_to_multiple
 
 FORMATS = ("torch_export", "onnx", "torchscript")
 PathLike = Union[str, os.PathLike]
-
-
-class ExportError(TSCDenoiseError):
-    """The model could not be exported in the requested format."""
 
 
 def export_model(
@@ -38,9 +35,14 @@ def export_model(
     example_shape: Sequence[int] = (2, 1, 64, 64),
     overwrite: bool = False,
 ) -> Path:
-    """Export `model` (eval mode; dynamic batch, height and width) to `path`, written atomically."""
+    """Export `model` (eval mode; dynamic batch, height and width) to `path`, written atomically.
+
+    The program is serialised in memory and written with Python's file I/O (torch's own writers abort the
+    process on a full disk), then its size is checked before the rename: a full disk is an OutputWriteError.
+    """
     if format not in FORMATS:
         raise ExportError(f"Unknown export format {format!r}; choose one of {FORMATS}.")
+    check_output(path, overwrite, kind="file")
     n, c, h, w = example_shape
     n = max(n, 2)  # a batch of 1 would be specialised as a constant by the tracer
     example = torch.rand(n, c, _round_up(h), _round_up(w), device=next(model.parameters()).device)
@@ -51,22 +53,23 @@ def export_model(
         2: SIZE_MULTIPLE * torch.export.Dim("height_quarter", min=2, max=2048),
         3: SIZE_MULTIPLE * torch.export.Dim("width_quarter", min=2, max=2048),
     }
-    with atomic_output_file(path, overwrite) as tmp, _pure_torch_dcn(model):
+    buffer = io.BytesIO()
+    with _pure_torch_dcn(model):
         if format == "onnx":
             _require_onnx()
             program = torch.onnx.export(model.eval(), (example,), dynamo=True, dynamic_shapes=(dims,),
                                         input_names=["slices"], output_names=["denoised"], verbose=False)
-            program.save(str(tmp))
+            buffer.write(program.model_proto.SerializeToString())
         elif format == "torchscript":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # the deprecation notice: the user chose the format
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants, as intended
                 with torch.no_grad():
                     traced = torch.jit.trace(model.eval(), example)
-                torch.jit.save(traced, str(tmp))
+                torch.jit.save(traced, buffer)
         else:
-            torch.export.save(torch.export.export(model.eval(), (example,), dynamic_shapes=(dims,)), str(tmp))
-    return Path(path)
+            torch.export.save(torch.export.export(model.eval(), (example,), dynamic_shapes=(dims,)), buffer)
+    return write_bytes_atomically(path, buffer.getvalue(), overwrite)
 
 
 class PaddedExportedModel(nn.Module):
@@ -101,11 +104,10 @@ def _pure_torch_dcn(model: nn.Module) -> Iterator[None]:
 
 
 def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ExportError("ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript") from None
+    from ..lazy import require_optional
+
+    require_optional("onnx", "export", "ONNX export")
+    require_optional("onnxscript", "export", "ONNX export")
 
 
 def _round_up(size: int) -> int:

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from .device import resolve_device
-from ..errors import DenoiseCancelled, InvalidVolumeError, TSCDenoiseError
+from ..errors import DenoiseCancelled, DenoiseOutOfMemory, InvalidVolumeError
 from .intensity import HUWindow
 from .slab_runners import CpuSlabRunner, CudaSlabRunner, torch_dtype_of
-from .volume_checks import validate_ct_volume
+from .volume_checks import validate_ct_volume, validate_model
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ MAX_AUTO_SLAB = 64
 # Peak activation bytes per pixel and per base channel of one slice in an inference forward pass,
 # measured with Testing/benchmarks/bench_inference.py (fp32, pure-PyTorch DCN: 25-31 B), rounded up.
 ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 32.0
-
-
-class DenoiseOutOfMemory(TSCDenoiseError, MemoryError):
-    """Even a single slice does not fit in the GPU's memory."""
 
 
 def denoise_volume(
@@ -56,6 +52,7 @@ def denoise_volume(
     `out`: a writable C-contiguous array of the input's shape and dtype, not sharing memory with it, that
     receives the result (and is returned) instead of a new array: e.g. a view of a Slicer volume's voxels.
     """
+    validate_model(model)
     volume = validate_ct_volume(volume_hu, check_hu=check_hu)
     slices = volume[np.newaxis] if volume.ndim == 2 else volume
     device = resolve_device(device)

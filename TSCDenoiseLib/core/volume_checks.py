@@ -1,10 +1,12 @@
-"""Checks that an array is a CT image in HU before the engine touches it."""
+"""Checks of what the engine is given, before it touches it: the array is a CT in HU, the model is a network."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ..errors import InvalidVolumeError
+from ..errors import InvalidInputError, InvalidVolumeError
 
 # Lowest/highest values a CT in HU plausibly holds: padding outside the field of view is often -3024
 # or -32768; dense metal saturates near the top of int16 or beyond on extended-range scanners.
@@ -13,8 +15,20 @@ HU_CEILING = 65535.0
 _CHUNK_VOXELS = 1 << 24
 
 
+def validate_model(model: Any) -> None:
+    """Raise InvalidInputError unless `model` is a network (a torch Module), e.g. from `load_model(path)`."""
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        hint = (f"load the checkpoint first: model = load_model({str(model)!r})" if isinstance(model, (str, bytes))
+                or hasattr(model, "__fspath__") else "e.g. model = load_model(path), or load_model() for the default")
+        raise InvalidInputError(f"model must be a network from TSCDenoiseLib.load_model, got {type(model).__name__}; "
+                                f"{hint}.")
+
+
 def validate_ct_volume(volume: np.ndarray, check_hu: bool = True) -> np.ndarray:
-    """Return `volume` as an ndarray if it is a 2D/3D real CT in HU; else raise InvalidVolumeError."""
+    """`volume` if it is a 2D/3D real CT in HU (in native byte order: a big-endian array comes back as a
+    native copy); else raise InvalidVolumeError."""
     if not isinstance(volume, np.ndarray):
         raise InvalidVolumeError(
             f"Expected a numpy array in HU, got {type(volume).__name__}. Convert it first, e.g. "
@@ -25,6 +39,13 @@ def validate_ct_volume(volume: np.ndarray, check_hu: bool = True) -> np.ndarray:
             f"The volume has dtype {volume.dtype}; a CT needs real numbers in HU (integer or float). "
             "Label maps, masks, complex or RGB data cannot be denoised."
         )
+    if volume.dtype.kind == "f" and volume.dtype.itemsize > 8:
+        raise InvalidVolumeError(
+            f"The volume has dtype {volume.dtype} (extended precision), which PyTorch cannot compute with; "
+            "convert it first, e.g. volume.astype(np.float32)."
+        )
+    if not volume.dtype.isnative:
+        volume = volume.astype(volume.dtype.newbyteorder("="))  # PyTorch reads native byte order only
     if volume.ndim not in (2, 3):
         raise InvalidVolumeError(
             f"Expected a 3D volume (Z, Y, X) or a 2D slice (Y, X), got shape {volume.shape}. "
@@ -58,7 +79,7 @@ def _range_and_nonfinite(volume: np.ndarray):
 
 
 def _check_hu_range(low: float, high: float) -> None:
-    hint = " If you are sure this is CT in HU, pass check_hu=False."
+    hint = " If you are sure this is CT in HU, skip this check: --no-check-hu (API: check_hu=False)."
     if low < HU_FLOOR or high > HU_CEILING:
         raise InvalidVolumeError(
             f"Values lie in [{low:g}, {high:g}], beyond any CT scale ({HU_FLOOR:g} to {HU_CEILING:g} HU). "

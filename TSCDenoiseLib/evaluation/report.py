@@ -15,8 +15,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.atomic import atomic_output_file, refuse_existing
-from ..errors import InvalidInputError, TSCDenoiseError
+from ..core.atomic import atomic_output_folder, check_output
+from ..errors import InvalidInputError, MissingDependencyError  # noqa: F401  (re-exported)
 from .scoring import (COLUMNS, FULL_WINDOW, RoiSpectrum, noise_texture_figures, roi_spectrum, score, table_lines,
                          texture_rois)
 from ..core.metrics import SOFT_TISSUE_WINDOW, SquareRoi
@@ -48,10 +48,6 @@ HOW_TO_READ = (
     "overshoots. The NDCT reference row has image figures only: with a single scan its noise cannot be "
     "separated from the anatomy."
 )
-
-
-class MissingDependencyError(TSCDenoiseError, ImportError):
-    """An optional package the requested feature needs is not installed."""
 
 
 def evaluate_methods(reference: np.ndarray, methods: Mapping[str, np.ndarray], spacing: Sequence[float],
@@ -155,8 +151,10 @@ def write_report(report: dict, reference: np.ndarray, methods: Mapping[str, np.n
                  overwrite: bool = False) -> Dict[str, Path]:
     """Write metrics.json, report.md and the PNG figures of :func:`evaluate_methods`' ``report`` to ``out_dir``.
 
-    ``reference`` and ``methods`` are the volumes it was computed from. Each file is written atomically;
-    if any exists already and ``overwrite`` is false, nothing is written. Returns the paths by kind.
+    ``reference`` and ``methods`` are the volumes it was computed from. The folder is written as a unit: the
+    files go to a hidden sibling folder that is renamed to ``out_dir`` once all are written, so a full disk
+    or an interrupt leaves nothing. An existing non-empty ``out_dir`` is refused unless ``overwrite``, and
+    then replaced only if it holds nothing but a report's files. Returns the paths by kind.
     """
     figure_class = _figure_class()
     reference = np.asarray(reference, dtype=np.float32)
@@ -164,31 +162,35 @@ def write_report(report: dict, reference: np.ndarray, methods: Mapping[str, np.n
     if list(methods) != list(report["methods"]):
         raise InvalidInputError(f"methods {list(methods)} are not the ones the report was computed for "
                                 f"{list(report['methods'])}.")
-    paths = {kind: Path(out_dir) / name for kind, name in FILES.items()}
-    for path in paths.values():
-        refuse_existing(path, overwrite)
+    check_report_output(out_dir, overwrite)
     drawings = {"panel": _draw_panel, "differences": _draw_differences, "nps": _draw_nps, "rois": _draw_rois}
-    for kind, draw in drawings.items():
-        figure = figure_class(dpi=100, layout="constrained")
-        draw(figure, report, reference, methods)
-        with atomic_output_file(paths[kind], overwrite, suffix=".png") as tmp:
-            figure.savefig(tmp, format="png", dpi=100)
-    with atomic_output_file(paths["metrics"], overwrite) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    with atomic_output_file(paths["markdown"], overwrite) as tmp:
-        tmp.write_text(markdown_report(report) + "\n")
-    return paths
+    with atomic_output_folder(out_dir, overwrite, owned=_is_report_folder, what="a report") as staging:
+        for kind, draw in drawings.items():
+            figure = figure_class(dpi=100, layout="constrained")
+            draw(figure, report, reference, methods)
+            figure.savefig(staging / FILES[kind], format="png", dpi=100)
+        (staging / FILES["metrics"]).write_text(json.dumps(report, indent=2) + "\n")
+        (staging / FILES["markdown"]).write_text(markdown_report(report) + "\n")
+    return {kind: Path(out_dir) / name for kind, name in FILES.items()}
+
+
+def check_report_output(out_dir: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse a report folder that may not be written (before any work): see `core.atomic.check_output`."""
+    return check_output(out_dir, overwrite, kind="folder", inputs=inputs, owned=_is_report_folder, what="a report")
+
+
+def _is_report_folder(folder: Path) -> bool:
+    """Whether `folder` holds nothing but files of a report (so --overwrite may replace it)."""
+    return all(entry.is_file() and entry.name in FILES.values() for entry in folder.iterdir())
 
 
 def _figure_class():
     """matplotlib's Figure; drawn with its Agg canvas, so pyplot's global backend is never touched."""
-    try:
-        import matplotlib  # noqa: F401  (fails first when missing, even if a submodule were cached)
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingDependencyError("The image-quality report draws its figures with matplotlib: "
-                                     "pip install matplotlib (or pip install 'TSCDenoise[report]').") from None
-    return Figure
+    from ..lazy import require_optional
+
+    require_optional("matplotlib", "report", "The image-quality report's figures")  # first: a cached submodule
+    return require_optional("matplotlib.figure", "report", "The image-quality report's figures",  # would hide it
+                            package="matplotlib").Figure
 
 
 def markdown_report(report: dict) -> str:

@@ -1,22 +1,25 @@
 """DICOM series: find the files of one series, write a derived series of the input's or a new one.
 
-pydicom writes; every series is staged in a hidden folder beside the destination and renamed into place.
+pydicom writes; every series is staged in a hidden folder beside the destination, each file read back,
+and the folder renamed into place (`core.atomic.atomic_output_folder`). `--overwrite` replaces only a
+folder that holds nothing but a series TSCDenoise wrote.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
+import errno
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError, OutputExistsError
+from ..core.atomic import atomic_output_folder, check_output
+from ..errors import InvalidInputError
 from .geometry import VolumeGeometry
 from .series_checks import SliceLayout, check_folder_files, check_slice_sizes, slice_layout
+
+DERIVATION_MARK = "TSCDenoise"  # in DerivationDescription of every slice we write: how a folder is known as ours
+SERIES_OUTPUT = "a DICOM series"
 
 
 def _sitk():
@@ -93,7 +96,7 @@ def write_dicom_series(
     rescale slope 1 and intercept 0. The series is written into a temporary sibling folder
     that is renamed into place only when complete.
     """
-    output_folder = Path(output_folder)
+    output_folder = check_dicom_output(output_folder, overwrite, inputs=[source])
     files = dicom_series_files(source, source_series_uid)
     array = np.asarray(array_hu)
     if array.ndim == 2:
@@ -103,7 +106,7 @@ def write_dicom_series(
             f"The array has shape {array.shape} but the source series has {len(files)} slices; "
             "write the array that was read from this series."
         )
-    with _staged_folder(output_folder, overwrite) as staging:
+    with _staged_series(output_folder, overwrite, [source], array) as staging:
         _write_derived_slices(array, files, staging, series_description_suffix)
     return output_folder
 
@@ -120,32 +123,66 @@ def write_new_dicom_series(
     Geometry (LPS, any direction) goes to ImagePositionPatient / ImageOrientationPatient / PixelSpacing;
     patient and study are placeholders with new UIDs. Pixels are int16 HU (slope 1, intercept 0).
     """
-    output_folder = Path(output_folder)
+    output_folder = check_dicom_output(output_folder, overwrite)
     array = np.asarray(array_hu)
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
         raise InvalidInputError(f"A DICOM series needs a 2D or 3D array, got shape {array.shape}.")
-    with _staged_folder(output_folder, overwrite) as staging:
+    with _staged_series(output_folder, overwrite, [], array) as staging:
         _write_new_slices(array, geometry, staging, series_description)
     return output_folder
 
 
-@contextmanager
-def _staged_folder(output_folder: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary sibling folder that replaces `output_folder` only if the block completes."""
-    if output_folder.exists() and any(output_folder.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{output_folder} exists and is not empty; choose a new folder or pass overwrite=True.")
-    output_folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_folder.name}.", dir=output_folder.parent))
-    try:
-        yield staging
-        if output_folder.exists():
-            shutil.rmtree(output_folder)
-        os.replace(staging, output_folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def check_dicom_output(folder: str | Path, overwrite: bool, inputs: Iterable[str | Path] = ()) -> Path:
+    """`check_output` for a DICOM series folder: an existing one is replaced only if TSCDenoise wrote it."""
+    return check_output(folder, overwrite, kind="folder", inputs=inputs, owned=is_tscdenoise_series,
+                        what=SERIES_OUTPUT)
+
+
+def is_tscdenoise_series(folder: Path) -> bool:
+    """Whether `folder` holds nothing but the DICOM files of one series that TSCDenoise wrote."""
+    import pydicom
+
+    series = set()
+    for entry in folder.iterdir():
+        if not entry.is_file() or entry.is_symlink():
+            return False
+        try:
+            dataset = pydicom.dcmread(entry, stop_before_pixels=True)
+        except Exception:  # not DICOM (pydicom raises several types): not a file we wrote
+            return False
+        if DERIVATION_MARK not in str(dataset.get("DerivationDescription", "")):
+            return False
+        series.add(dataset.get("SeriesInstanceUID"))
+    return len(series) <= 1
+
+
+def _staged_series(folder: Path, overwrite: bool, inputs: Sequence, array: np.ndarray):
+    """The staging folder of a series; every slice is read back and compared before the rename."""
+    return atomic_output_folder(folder, overwrite, inputs=inputs, owned=is_tscdenoise_series, what=SERIES_OUTPUT,
+                                verify=lambda staging: _verify_slices(staging, _int16_pixels(array)),
+                                size_hint=array.size * 2)
+
+
+def _int16_pixels(array: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(array), -32768, 32767).astype(np.int16)
+
+
+def _verify_slices(folder: Path, pixels: np.ndarray) -> None:
+    """Every slice file exists, parses, and holds exactly the pixels written (else an OSError: a short write)."""
+    import pydicom
+
+    for index in range(pixels.shape[0]):
+        path = folder / f"slice_{index:04d}.dcm"
+        try:
+            stored = pydicom.dcmread(path).PixelData
+        except OSError:
+            raise
+        except Exception as exc:
+            raise OSError(errno.EIO, f"{path.name} reads back incomplete ({exc})", str(path)) from None
+        if stored != pixels[index].tobytes():
+            raise OSError(errno.EIO, f"{path.name} reads back with other pixels than were written", str(path))
 
 
 def _write_new_slices(array: np.ndarray, geometry: VolumeGeometry, folder: Path, description: str) -> None:
@@ -155,7 +192,7 @@ def _write_new_slices(array: np.ndarray, geometry: VolumeGeometry, folder: Path,
 
     from ..version import __version__
 
-    pixels = np.clip(np.round(array), -32768, 32767).astype(np.int16)
+    pixels = _int16_pixels(array)
     direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)  # columns: the x, y, z axes in LPS
     spacing_x, spacing_y, spacing_z = (float(v) for v in geometry.spacing)
     origin = np.asarray(geometry.origin, dtype=float)
@@ -199,7 +236,7 @@ def _write_derived_slices(array: np.ndarray, files: Sequence[str], folder: Path,
     from ..version import __version__
 
     series_uid = generate_uid()
-    pixels = np.clip(np.round(array), -32768, 32767).astype(np.int16)
+    pixels = _int16_pixels(array)
     for index, file in enumerate(files):
         dataset = pydicom.dcmread(file)
         if dataset.Rows != pixels.shape[1] or dataset.Columns != pixels.shape[2]:

@@ -50,6 +50,7 @@ def denoise_file(
     overwrite: bool = False,
     progress: Optional[Callable[[int, int], None]] = None,
     notify: Optional[Callable[[str], None]] = None,
+    check_hu: bool = True,
     resample: bool = False,
 ) -> DenoisedFile:
     """Denoise the CT at `input_path` (DICOM folder/file, NIfTI, NRRD, MHA) into `output_path`.
@@ -57,12 +58,37 @@ def denoise_file(
     The output format comes from its name (see `output_kind`). Damaged or incomplete input is refused
     (see `read_ct`); a DICOM series off a regular grid (missing slice, uneven gaps, gantry tilt) goes
     into a DICOM folder as it is (each slice keeps its position), and into an image file only with
-    `resample` (onto a regular grid, linear interpolation). The input is never modified; the
-    output keeps its geometry and is written atomically, and an existing output is refused unless
-    `overwrite`. `model_path` None means the bundled default model. `notify(message)` hears the
-    device and slab size chosen and any fallback to the CPU.
+    `resample` (onto a regular grid, linear interpolation). The input is never modified; the output
+    keeps the input's geometry and is written to a hidden name, read back, then renamed into place. The
+    output is checked before any work (not the input nor a folder holding it, writable, and an existing
+    one replaced only with `overwrite` and only if it is a file, or a DICOM folder TSCDenoise wrote).
+
+    Args:
+        input_path: the low-dose CT.
+        output_path: where to write the result: .nii, .nii.gz, .nrrd, .mha, or a folder for a DICOM series.
+        model_path: a checkpoint; None means the bundled default model.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        slab_size: axial slices per forward pass, or "auto" (from free memory).
+        amp: mixed precision on CUDA.
+        overwrite: replace an existing output (see above).
+        progress: `progress(done, total)` after every slab.
+        notify: `notify(message)` hears the device and slab size chosen, a fallback to the CPU, and a warning
+            when the checkpoint is a teacher (trained to reconstruct normal dose, not to denoise).
+        check_hu: refuse values that do not look like HU (False: skip that plausibility check).
+        resample: for an image-file output, resample a DICOM series off a regular grid instead of refusing it.
+
+    Returns:
+        A DenoisedFile: the output path (the object is usable as a path), the model, device, slab size,
+        the slice count and the seconds spent reading, denoising and writing.
+
+    Raises:
+        InvalidInputError: a missing or unreadable input, an output that may not be written, values not in HU.
+        OutputExistsError: the output exists and `overwrite` is false (a subclass of InvalidInputError).
+        CheckpointError: the model file is missing, corrupt or unsafe.
+        DeviceError: the device does not exist here.
+        OutputWriteError: the output could not be written completely (full disk); nothing is left behind.
     """
-    from ..core.checkpoint import load_model
+    from ..core.checkpoint import load_model, role_warning
     from ..core.resources import default_model_path
     from ..core.device import describe_device, resolve_device
     from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
@@ -79,13 +105,16 @@ def denoise_file(
     target = resolve_device(device)
     model_path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(model_path, device=target)
+    warning = role_warning(model, model_path)
+    if warning:
+        say(warning)
     slab = resolve_slab_size(slab_size, volume.shape, target, model, amp)
     say(f"input {input_path} ({' x '.join(str(n) for n in volume.shape)}), model {model_path}")
     say(f"device {describe_device(target)}, slab size {slab}, mixed precision "
         f"{'on' if amp and target.type == 'cuda' else 'off'}")
     started = time.perf_counter()
     denoised = denoise_with_cpu_fallback(volume, model, device=target, slab_size=slab, amp=amp, progress=progress,
-                                         notify=notify)
+                                         notify=notify, check_hu=check_hu)
     denoise_s = time.perf_counter() - started
     started = time.perf_counter()
     write_volume(denoised, geometry, input_path, output_path, overwrite)
@@ -105,16 +134,20 @@ def output_kind(path: Path) -> str:
 
 
 def check_output_path(source: Path, target: Path, overwrite: bool) -> str:
-    """Refuse an output that is the input, has no known format, or exists (unless `overwrite`); its kind.
+    """Refuse an output that may not be written, before any work; returns its kind ("image" or "dicom").
 
-    Checked before any work, so a long run never ends in a refused write.
+    Refused: an unknown format, the input or a folder holding it, the current folder, an unwritable folder,
+    an existing output without `overwrite`, and with it anything but a file (for an image) or a DICOM
+    series TSCDenoise wrote (for a folder). So a long run never ends in a refused write.
     """
+    from ..core.atomic import check_output
+    from .dicom import check_dicom_output
+
     kind = output_kind(target)
-    if target.resolve() == source.resolve():
-        raise InvalidInputError(f"The output {target} is the input; choose a new path so the input is kept.")
-    exists = target.is_file() or (target.is_dir() and any(target.iterdir()))
-    if exists and not overwrite:
-        raise InvalidInputError(f"{target} exists already; pass --overwrite (overwrite=True) or choose another output path.")
+    if kind == "dicom":
+        check_dicom_output(target, overwrite, inputs=[source])
+    else:
+        check_output(target, overwrite, kind="file", inputs=[source])
     return kind
 
 

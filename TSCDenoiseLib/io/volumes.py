@@ -8,13 +8,14 @@ asked and goes through a temporary name in the destination folder, then a rename
 
 from __future__ import annotations
 
+import errno
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core.atomic import atomic_output_file
+from ..core.atomic import atomic_output_file, check_output
 from ..errors import InvalidInputError
 from .dicom import checked_series_files
 from .file_checks import check_image_file, nonfinite_message, read_nifti_voxels
@@ -179,15 +180,32 @@ def _read_file(sitk, path: Path, checked: bool = False):
         ) from error
 
 
-def _itk_reason(error: RuntimeError) -> str:
-    """The useful line of an ITK exception (ITK's "Reason: No such file or directory" is a stale errno)."""
+def _itk_reason(error: BaseException) -> str:
+    """The useful line of an ITK exception: its "Reason:" (e.g. No space left on device), else its last line;
+    never ITK's "Reason: No such file or directory", which is a stale errno."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     useful = [line for line in lines if "No such file or directory" not in line] or lines
-    return useful[-1] if useful else "unknown error"
+    reasons = [line.removeprefix("Reason:").strip() for line in useful if line.startswith("Reason:")]
+    return reasons[-1] if reasons else useful[-1] if useful else "unknown error"
 
 
 def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, overwrite: bool = False) -> Path:
-    """Write a (Z, Y, X) or (Y, X) array (dtype kept) as NIfTI, NRRD or MHA, atomically."""
+    """Write a (Z, Y, X) or (Y, X) array (dtype kept) as NIfTI, NRRD or MHA, atomically and verified.
+
+    Args:
+        array_hu: the image in HU.
+        geometry: its placement (spacing, origin, direction).
+        path: the output file; the format comes from its suffix.
+        overwrite: replace an existing file (never a folder).
+
+    Returns:
+        `path`, once the file was read back equal to `array_hu` and renamed into place.
+
+    Raises:
+        InvalidInputError: unknown suffix or wrong shape.
+        OutputExistsError: `path` exists (and not `overwrite`), or is a folder.
+        OutputWriteError: the file could not be written completely (full disk, short write); nothing is left.
+    """
     sitk = _sitk()
     path = Path(path)
     if _suffix(path) not in IMAGE_SUFFIXES or _suffix(path) in (".mhd", ".nhdr"):
@@ -197,9 +215,31 @@ def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, o
     array = np.asarray(array_hu)
     if array.ndim not in (2, 3):
         raise InvalidInputError(f"write_ct needs a 2D or 3D array, got shape {array.shape}.")
-    image = sitk.GetImageFromArray(array if array.ndim == 3 else array[None])
+    check_output(path, overwrite, kind="file")
+    volume = array if array.ndim == 3 else array[None]
+    image = sitk.GetImageFromArray(volume)
     geometry.apply_to(image)
-    with atomic_output_file(path, overwrite=overwrite, suffix=".tmp" + _suffix(path)) as temporary:
-        sitk.WriteImage(image, str(temporary), True)
+    with atomic_output_file(path, overwrite=overwrite, suffix=".tmp" + _suffix(path), size_hint=array.nbytes,
+                            verify=lambda written: _verify_image(written, volume, image)) as temporary:
+        try:
+            sitk.WriteImage(image, str(temporary), True)
+        except RuntimeError as exc:  # ITK reports short writes as RuntimeError with its C++ context
+            raise OSError(errno.EIO, _itk_reason(exc), str(path)) from None
     return path
 
+
+def _verify_image(path: Path, expected: np.ndarray, header) -> None:
+    """Read the written file back: its geometry must be `header`'s and its voxels `expected` (a truncated
+    NIfTI reads back with its full header and zero-filled data, so the voxels are compared)."""
+    sitk = _sitk()
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise OSError(errno.EIO, f"the written file cannot be read back ({_itk_reason(exc)})", str(path)) from None
+    for name in ("GetSpacing", "GetOrigin", "GetDirection"):
+        if not np.allclose(getattr(image, name)(), getattr(header, name)(), rtol=1e-5, atol=1e-4):
+            raise OSError(errno.EIO, f"the written file reads back with another geometry ({name[3:].lower()})",
+                          str(path))
+    written = sitk.GetArrayViewFromImage(image)  # a view: `image` must stay alive while it is used
+    if written.shape != expected.shape or not np.array_equal(written, expected, equal_nan=expected.dtype.kind == "f"):
+        raise OSError(errno.EIO, "the written file reads back incomplete", str(path))

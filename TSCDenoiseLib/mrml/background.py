@@ -31,8 +31,8 @@ from typing import IO, Any, Callable, Deque, Dict, List, Mapping, Optional, Sequ
 
 import numpy as np
 
-from ..errors import DenoiseCancelled, InvalidInputError, TSCDenoiseError
-from .worker import EVENT_PREFIX, EXIT_OK, EXIT_USAGE
+from ..errors import EXIT_OK, DenoiseCancelled, TSCDenoiseError, exception_for_exit_code
+from .worker import EVENT_PREFIX
 
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 Event = Dict[str, Any]
@@ -262,8 +262,7 @@ class DenoiseProcess(ChildProcess):
         if code == EXIT_OK and self.output_path.is_file():
             return np.load(self.output_path, allow_pickle=False)
         if self.error is not None:
-            error_class = InvalidInputError if code == EXIT_USAGE else TSCDenoiseError
-            raise error_class(self.error["message"])
+            raise exception_for_exit_code(code, self.error["message"])
         details = " | ".join(self.stderr_tail) or "no output"
         raise TSCDenoiseError(f"The denoising process stopped unexpectedly (exit code {code}): {details}")
 

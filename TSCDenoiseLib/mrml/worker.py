@@ -4,7 +4,8 @@ The Slicer module runs this in ``PythonSlicer`` so the GUI stays responsive and 
 whole process tree. Each stdout line that starts with ``EVENT_PREFIX`` carries one JSON event:
 ``hello`` (pid, consumed by the parent), ``start`` (device, slab size, slices), ``progress`` (done, total), ``notice`` (message), ``done``
 (seconds, slices_per_second) or ``error`` (message, kind "input" or "failure"). Exit codes are the
-CLI's: 0 success, 1 runtime failure, 2 bad input. The output .npy appears only when complete.
+CLI's (`errors.exit_code`): 0 success, 1 runtime failure, 2 bad input, 143 cancelled (SIGTERM). The output
+.npy appears only when complete.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 EVENT_PREFIX = "TSCDENOISE "
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.atomic import atomic_output_file
     from ..core.checkpoint import load_model
+    from ..errors import EXIT_OK
     from ..core.device import describe_device, resolve_device
     from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
 
@@ -75,20 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..errors import InvalidInputError, TSCDenoiseError
+    from ..errors import EXIT_USAGE, Interrupted, TSCDenoiseError, exit_code, raise_on_termination
 
     args = build_parser().parse_args(argv)
     emit("hello", pid=os.getpid())  # the parent's cancel reaches this process even behind a launcher
     # Cancel sends SIGTERM: exit through the finally blocks so no temporary output is left behind.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_FAILURE))
+    signal.signal(signal.SIGTERM, raise_on_termination)
     try:
         return run(args)
-    except InvalidInputError as exc:
-        emit("error", message=str(exc), kind="input")
-        return EXIT_USAGE
     except (TSCDenoiseError, OSError, ValueError) as exc:
-        emit("error", message=str(exc) or type(exc).__name__, kind="failure")
-        return EXIT_FAILURE
+        code = exit_code(exc)
+        emit("error", message=str(exc) or type(exc).__name__, kind="input" if code == EXIT_USAGE else "failure")
+        return code
+    except Interrupted as exc:  # cancelled: the staging output is gone, the parent knows why
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,10 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     available = torchvision_deform_conv2d() is not None
     if backend == "torchvision":
         if not available:
-            raise RuntimeError(
-                "The torchvision deformable-convolution backend was requested but torchvision cannot be "
-                "imported. Install a torchvision matching your torch (pip install torchvision) or use "
-                "backend='torch'."
-            )
+            from ..lazy import missing_dependency
+
+            raise missing_dependency("torchvision", "fast", "The torchvision deformable-convolution backend "
+                                         "(backend='torch' needs no torchvision)")
         return "torchvision"
     if backend == "auto" and available and device.type == "cuda":
         return "torchvision"

@@ -92,14 +92,9 @@ class LowDoseParameters:
 
 
 def _import_astra():
-    try:
-        import astra
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Low-dose simulation needs astra-toolbox: pip install 'tscdenoise[data]' "
-            "(or pip install astra-toolbox)."
-        ) from error
-    return astra
+    from ..lazy import require_optional
+
+    return require_optional("astra", "data", "Low-dose simulation", package="astra-toolbox")
 
 
 def hu_to_mu(slice_hu: np.ndarray, mu_water_per_mm: float) -> np.ndarray:
