@@ -145,6 +145,7 @@ def test_simulate_adds_seeded_noise(tmp_path, capsys, sample_ldct):
     assert "dose fraction" in _one_error_line(capsys, "simulate")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, suffix", [("torch_export", ".pt2"), ("torchscript", ".ts")])
 def test_export_writes_a_file_that_reproduces_the_checkpoint(tmp_path, tiny_checkpoint, capsys, fmt, suffix):
     out = tmp_path / f"model{suffix}"
