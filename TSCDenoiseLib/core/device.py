@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Union
+from functools import lru_cache
+from typing import Any, Dict, FrozenSet, Optional, Union
 
 import torch
 
@@ -35,6 +36,56 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
     return resolved
 
 
+# CPU flags of bf16 matrix instructions that oneDNN (PyTorch's CPU convolutions) uses: with them bf16
+# convolutions run at up to twice the fp32 rate (Testing/benchmarks/bench_inference.py measures it).
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU has bf16 matrix instructions (AVX512-BF16 or AMX) that PyTorch's oneDNN kernels use.
+
+    Elsewhere (older x86, most ARM builds) bf16 is emulated and slower than fp32, so it is not used.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in probes if probe is not None]
+    if probes:
+        try:
+            return any(bool(probe()) for probe in probes)
+        except Exception:  # a private probe that changed: fall back to the kernel's flags
+            pass
+    return bool(_cpu_flags() & BF16_CPU_FLAGS)
+
+
+def _cpu_flags() -> FrozenSet[str]:
+    """The CPU feature flags Linux reports (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def autocast_dtype(device: torch.device, amp: bool = True) -> Optional[torch.dtype]:
+    """The reduced precision `amp=True` computes in on `device`, or None for full fp32.
+
+    CUDA: bf16 where the GPU supports it, else fp16. CPU: bf16 on CPUs with bf16 instructions
+    (`cpu_has_fast_bf16`), else None. Other devices (mps): None.
+    """
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return None
+
+
 def describe_device(device: torch.device) -> str:
     """A human-readable name, with the GPU's model and free memory for CUDA devices."""
     if device.type != "cuda":
@@ -59,6 +110,7 @@ def runtime_info() -> Dict[str, Any]:
         "torchvision": torchvision_version,
         "cuda_available": torch.cuda.is_available(),
         "dcn_backend": {d: resolve_backend("auto", torch.device(d)) for d in devices},
+        "cpu_bf16": cpu_has_fast_bf16(),
     }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
