@@ -110,11 +110,14 @@ def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -
             f"{source} holds a {payload['network']!r} network; this TSCDenoise builds {', '.join(NETWORKS)}."
         )
     try:
-        model = network_class(**payload["config"])
+        with torch.device("meta"):  # no random initialisation of weights about to be replaced
+            model = network_class(**payload["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{source} has a network config this TSCDenoise cannot build: {exc}.") from None
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        # assign: the loaded tensors become the parameters (no copy); strict: every one of them must be there
+        model.load_state_dict(payload["state_dict"], strict=True, assign=True)
+        _check_materialized(model)
     except RuntimeError as exc:
         raise CheckpointError(
             f"{source}: the weights do not match the network config {payload['config']} "
@@ -124,6 +127,13 @@ def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -
     model.role = payload["role"]
     model.checkpoint_metadata = dict(payload.get("metadata", {}))
     return model
+
+
+def _check_materialized(model: nn.Module) -> None:
+    """Raise RuntimeError if a parameter or buffer was left on the meta device (not in the checkpoint)."""
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_meta:
+            raise RuntimeError(f"no value for {name}")
 
 
 def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:

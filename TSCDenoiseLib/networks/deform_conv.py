@@ -109,25 +109,36 @@ def deform_conv2d_torch(
         mask = mask.reshape(n, groups, 1, taps, out_h * out_w)
     weight_taps = weight.reshape(out_channels, c, taps)
 
-    out = []
-    for first, last, k0, k1 in _chunks(n, taps, c * out_h * out_w * torch.finfo(position_dtype).bits // 8):
-        count, k = last - first, k1 - k0
+    def columns_times_weight(first: int, last: Optional[int], k0: int, k1: int) -> torch.Tensor:
+        count, k = (n if last is None else last - first), k1 - k0
         # All taps of a chunk in one call: (count*G, C/G, K*Ho, Wo) = columns in (c, k) order.
+        chunk_source = source if last is None else source[first * groups : last * groups]
+        chunk_grid = grid if last is None else grid[first:last]
         sampled = F.grid_sample(
-            source[first * groups : last * groups],
-            grid[first:last, :, k0:k1].reshape(count * groups, k * out_h, out_w, 2),
+            chunk_source, chunk_grid[:, :, k0:k1].reshape(count * groups, k * out_h, out_w, 2),
             mode="bilinear", padding_mode="zeros", align_corners=False,
         ).view(count, groups, c // groups, k, out_h * out_w)
         if mask is not None:
-            sampled = sampled * mask[first:last, :, :, k0:k1].to(sampled.dtype) if sampled.requires_grad \
-                else sampled.mul_(mask[first:last, :, :, k0:k1].to(sampled.dtype))  # no new 9x buffer
+            chunk_mask = (mask if last is None else mask[first:last])[:, :, :, k0:k1].to(sampled.dtype)
+            sampled = sampled * chunk_mask if sampled.requires_grad else sampled.mul_(chunk_mask)  # no new 9x buffer
         columns = sampled.reshape(count, c * k, out_h * out_w).to(x.dtype)
-        part = torch.matmul(weight_taps[:, :, k0:k1].reshape(out_channels, c * k), columns)
-        out.append((first, last, k0, part))
-    result = _assemble(out, n, taps)
+        return torch.matmul(weight_taps[:, :, k0:k1].reshape(out_channels, c * k), columns)
+
+    if _tracing():  # one chunk, no Python branching on sizes: the batch and image size stay symbolic
+        result = columns_times_weight(0, None, 0, taps)
+    else:
+        tap_bytes = c * out_h * out_w * torch.finfo(position_dtype).bits // 8
+        result = _assemble([(first, columns_times_weight(first, last, k0, k1))
+                            for first, last, k0, k1 in _chunks(n, taps, tap_bytes)])
     if bias is not None:
         result = result + bias.view(1, -1, 1)
     return result.view(n, out_channels, out_h, out_w)
+
+
+def _tracing() -> bool:
+    """True inside torch.jit.trace, torch.compile or torch.export."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or bool(exporting and exporting())
 
 
 def _chunks(samples: int, taps: int, tap_bytes: int):
@@ -140,12 +151,12 @@ def _chunks(samples: int, taps: int, tap_bytes: int):
     return [(i, i + 1, k, min(k + tap_step, taps)) for i in range(samples) for k in range(0, taps, tap_step)]
 
 
-def _assemble(parts, samples: int, taps: int) -> torch.Tensor:
-    """Stack the per-chunk GEMM results over samples, summing the tap chunks of the same samples."""
+def _assemble(parts) -> torch.Tensor:
+    """Stack per-chunk GEMM results (first sample, result) over samples, summing the tap chunks of a sample."""
     if len(parts) == 1:
-        return parts[0][3]
+        return parts[0][1]
     by_sample = {}
-    for first, _, _, part in parts:
+    for first, part in parts:
         by_sample[first] = part if first not in by_sample else by_sample[first] + part
     return torch.cat([by_sample[first] for first in sorted(by_sample)], dim=0)
 
