@@ -71,17 +71,51 @@ def _cpu_flags() -> FrozenSet[str]:
     return frozenset()
 
 
+def cpu_prefers_bf16() -> bool:
+    """True when this CPU has bf16 instructions and its bf16 convolutions measure faster than fp32 here.
+
+    Having the instructions is not enough: on a loaded 2-core Xeon with AVX512-BF16 (no AMX) a bf16
+    matmul measured slower than fp32 (68 vs 86 GFLOP/s) and bf16 autocast lost to fp32 channels-last
+    (bench_inference.py --candidates). So it is measured once per process and thread count.
+    """
+    return cpu_has_fast_bf16() and _bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP
+
+
+BF16_MIN_SPEEDUP = 1.25  # bf16 must win clearly on a bare conv: the casts around it cost a little
+
+
+@lru_cache(maxsize=None)
+def _bf16_conv_speedup(threads: int) -> float:
+    """fp32 time / bf16 time of a channels-last 3x3 conv shaped like TSC-Net's bottleneck (128 channels),
+    interleaved, minimum of three after a warm-up (about 0.1 s once; `threads` keys the cache)."""
+    import time
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 128, 32, 32, generator=generator).contiguous(memory_format=torch.channels_last)
+    w = torch.rand(128, 128, 3, 3, generator=generator).contiguous(memory_format=torch.channels_last)
+    pairs = {torch.float32: (x, w), torch.bfloat16: (x.bfloat16(), w.bfloat16())}
+    best = {dtype: float("inf") for dtype in pairs}
+    with torch.inference_mode():
+        for repeat in range(4):
+            for dtype, (inp, weight) in pairs.items():
+                started = time.perf_counter()
+                torch.nn.functional.conv2d(inp, weight, padding=1)
+                if repeat:  # the first round creates the kernels
+                    best[dtype] = min(best[dtype], time.perf_counter() - started)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
 def autocast_dtype(device: torch.device, amp: bool = True) -> Optional[torch.dtype]:
     """The reduced precision `amp=True` computes in on `device`, or None for full fp32.
 
-    CUDA: bf16 where the GPU supports it, else fp16. CPU: bf16 on CPUs with bf16 instructions
-    (`cpu_has_fast_bf16`), else None. Other devices (mps): None.
+    CUDA: bf16 where the GPU supports it, else fp16. CPU: bf16 where `cpu_prefers_bf16()`, else
+    None. Other devices (mps): None.
     """
     if not amp:
         return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_fast_bf16():
+    if device.type == "cpu" and cpu_prefers_bf16():
         return torch.bfloat16
     return None
 
@@ -110,7 +144,7 @@ def runtime_info() -> Dict[str, Any]:
         "torchvision": torchvision_version,
         "cuda_available": torch.cuda.is_available(),
         "dcn_backend": {d: resolve_backend("auto", torch.device(d)) for d in devices},
-        "cpu_bf16": cpu_has_fast_bf16(),
+        "cpu_bf16": cpu_has_fast_bf16(),  # the instructions; whether amp uses them is measured (cpu_prefers_bf16)
     }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

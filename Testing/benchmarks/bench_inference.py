@@ -42,7 +42,7 @@ from torch import nn
 
 from bench_utils import PeakRSS, interleaved_medians, interleaved_minima
 from TSCDenoiseLib.core.device import autocast_dtype, describe_device, resolve_device
-from TSCDenoiseLib.core.inference import denoise_volume, resolve_slab_size
+from TSCDenoiseLib.core.inference import _model_on, _use_channels_last, denoise_volume, resolve_slab_size
 from TSCDenoiseLib.core.intensity import HUWindow
 from TSCDenoiseLib.networks import TSCNet
 
@@ -75,7 +75,12 @@ def time_slab_sizes(args, device: torch.device) -> None:
     model = make_model(device)
     volume = synthetic_ct(args.shape)
     amp_dtype = autocast_dtype(device, args.amp)
+    channels_last = _use_channels_last(device, args.amp)  # the bare loop gets the pipeline's layout
+    bare_model = _model_on(model, device, channels_last)
     normalised = HUWindow().normalize(torch.from_numpy(volume).float()).unsqueeze(1).to(device)
+    if channels_last:
+        normalised = normalised.contiguous(memory_format=torch.channels_last)
+    best_bare = 0.0
     print(f"\nTiming on {describe_device(device)}, volume {tuple(volume.shape)} int16, amp={amp_dtype}")
     print(f"{'slab':>6s} {'pipeline sl/s':>14s} {'bare sl/s':>10s} {'ratio':>7s} {'peak GPU MiB':>13s}")
     for requested in args.slab_sizes:
@@ -85,20 +90,22 @@ def time_slab_sizes(args, device: torch.device) -> None:
         medians = interleaved_medians(
             {
                 "pipeline": lambda: denoise_volume(volume, model, slab_size=slab, device=device, amp=args.amp),
-                "bare": lambda: bare_forward_loop(model, normalised, slab, amp_dtype),
+                "bare": lambda: bare_forward_loop(bare_model, normalised, slab, amp_dtype),
             },
             args.repeats,
             device,
         )
         gpu = f"{torch.cuda.max_memory_allocated(device) / 2**20:13.0f}" if device.type == "cuda" else f"{'-':>13s}"
         z = volume.shape[0]
+        best_bare = max(best_bare, z / medians["bare"])
         print(f"{str(requested) + ('=' + str(slab) if requested == 'auto' else ''):>6s} {z / medians['pipeline']:14.2f} "
               f"{z / medians['bare']:10.2f} {medians['pipeline'] / medians['bare']:7.3f} {gpu}")
     if device.type == "cuda":  # the fraction of the GPU's measured bf16 matmul rate the bare forward reaches
         ceiling = matmul_throughput(device, args.repeats, size=8192)
-        flops = model_flops_per_slice(model.cpu(), volume.shape[-1])
+        flops = model_flops_per_slice(copy.deepcopy(model).cpu(), volume.shape[-1])
         print(f"matmul 8192^2 on the GPU: fp32 {ceiling['float32']:.0f}, bf16 {ceiling['bfloat16']:.0f} GFLOP/s; "
-              f"{flops / 1e9:.1f} GFLOP per slice: {ceiling['bfloat16'] * 1e9 / flops:.0f} slices/s at that rate")
+              f"{flops / 1e9:.1f} GFLOP per slice: {ceiling['bfloat16'] * 1e9 / flops:.0f} slices/s at that rate; "
+              f"the best bare forward reaches {best_bare * flops / 1e9 / ceiling['bfloat16']:.0%} of it")
 
 
 def _memory_probe(shape: List[int], device_name: str, amp: bool, queue) -> None:
@@ -252,7 +259,7 @@ def compare_candidates(args) -> None:
     # the defaults, unrounded (the int16 output rounds to 1 HU): the quality figures of its arithmetic alone
     reduced = autocast_dtype(device, True)
     exact = {"fp32 eager (amp=False)": _slab_candidate(model, low, None, False),
-             "defaults (denoise_volume)": _slab_candidate(model, low, reduced, reduced is not None)}
+             "defaults (denoise_volume)": _slab_candidate(model, low, reduced, True)}
     folder = tempfile.mkdtemp(prefix="bench_inference_")
     if args.onnx:
         started = time.perf_counter()
@@ -377,8 +384,9 @@ def end_to_end(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--shape", type=int, nargs=3, default=[16, 512, 512], metavar=("Z", "Y", "X"))
-    parser.add_argument("--slab-sizes", nargs="+", default=["1", "4", "auto"])
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="timing volume (default 16 512 512 on the CPU, 256 512 512 on CUDA)")
+    parser.add_argument("--slab-sizes", nargs="+", help="default: 1 4 auto on the CPU, 1 2 4 ... 64 auto on CUDA")
     parser.add_argument("--memory-shape", type=int, nargs=3, default=[200, 512, 512], metavar=("Z", "Y", "X"))
     parser.add_argument("--memory-slices", type=int, nargs="+", help="several volume depths (e.g. 200 500)")
     parser.add_argument("--skip-memory", action="store_true")
@@ -393,10 +401,12 @@ def main() -> None:
     parser.add_argument("--ct-slices", type=int, default=4)
     parser.add_argument("--ct-size", type=int, default=512)
     args = parser.parse_args()
-    args.slab_sizes = [s if s == "auto" else int(s) for s in args.slab_sizes]
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the spawned and worker processes
     device = resolve_device(args.device)
+    default_slabs = ["1", "2", "4", "8", "16", "32", "64", "auto"] if device.type == "cuda" else ["1", "4", "auto"]
+    args.slab_sizes = [s if s == "auto" else int(s) for s in (args.slab_sizes or default_slabs)]
+    args.shape = args.shape or ([256, 512, 512] if device.type == "cuda" else [16, 512, 512])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if not args.skip_slabs:

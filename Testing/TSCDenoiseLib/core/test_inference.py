@@ -204,7 +204,7 @@ def bf16_cpu(monkeypatch):
     in its arithmetic everywhere; only its speed depends on the instructions)."""
     from TSCDenoiseLib.core import device
 
-    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: True)
 
 
 def test_bf16_path_keeps_the_quality_of_fp32_on_real_ct(real_ct_crop, default_model, bf16_cpu):
@@ -240,9 +240,9 @@ def test_autocast_dtype_follows_the_cpu_capability(monkeypatch):
 
     cpu = torch.device("cpu")
     assert device.autocast_dtype(cpu, amp=False) is None
-    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: False)
     assert device.autocast_dtype(cpu, amp=True) is None
-    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: True)
     assert device.autocast_dtype(cpu, amp=True) is torch.bfloat16
     assert device.autocast_dtype(torch.device("mps"), amp=True) is None
 
@@ -255,3 +255,25 @@ def test_bf16_capability_matches_the_cpu_flags():
         pytest.skip("no /proc/cpuinfo flags on this system")
     has_amx = "amx_tile" in flags
     assert cpu_has_fast_bf16() == (torch.backends.mkldnn.is_available() and bool(flags & BF16_CPU_FLAGS or has_amx))
+
+
+def test_bf16_is_used_only_where_the_cpu_has_it_and_it_measures_faster(monkeypatch):
+    from TSCDenoiseLib.core import device
+
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    assert not device.cpu_prefers_bf16()  # no measurement without the instructions
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    speedup = device._bf16_conv_speedup(torch.get_num_threads())
+    assert speedup > 0
+    assert device.cpu_prefers_bf16() == (speedup >= device.BF16_MIN_SPEEDUP)
+
+
+def test_fast_path_without_bf16_is_fp32_channels_last(real_ct_crop, default_model, monkeypatch):
+    """amp=True on a CPU where bf16 does not pay: fp32 in channels-last layout, same values as NCHW fp32."""
+    from TSCDenoiseLib.core import device
+
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: False)
+    volume = real_ct_crop[0].astype(np.float32)
+    fast = denoise_volume(volume, default_model, device="cpu", amp=True)
+    exact = denoise_volume(volume, default_model, device="cpu", amp=False)
+    np.testing.assert_allclose(fast, exact, atol=0.01, rtol=0)  # HU: summation order only
