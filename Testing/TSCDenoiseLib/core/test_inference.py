@@ -277,3 +277,17 @@ def test_fast_path_without_bf16_is_fp32_channels_last(real_ct_crop, default_mode
     fast = denoise_volume(volume, default_model, device="cpu", amp=True)
     exact = denoise_volume(volume, default_model, device="cpu", amp=False)
     np.testing.assert_allclose(fast, exact, atol=0.01, rtol=0)  # HU: summation order only
+
+
+def test_fast_path_follows_weight_changes_between_calls(tiny_net, monkeypatch):
+    """The channels-last copy kept between calls is renewed when the caller changes the weights."""
+    from TSCDenoiseLib.core import device
+
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: False)  # fp32 channels-last: comparable to amp=False
+    volume = _ct()
+    first = denoise_volume(volume, tiny_net, device="cpu")
+    with torch.no_grad():
+        tiny_net.head.bias.add_(0.01)  # +41 HU everywhere in the window
+    second = denoise_volume(volume, tiny_net, device="cpu")
+    np.testing.assert_allclose(second, denoise_volume(volume, tiny_net, device="cpu", amp=False), atol=0.5, rtol=0)
+    assert np.abs(second - first).mean() > 10
