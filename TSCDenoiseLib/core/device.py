@@ -36,27 +36,49 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
     return resolved
 
 
-# CPU flags of bf16 matrix instructions that oneDNN (PyTorch's CPU convolutions) uses: with them bf16
-# convolutions run at up to twice the fp32 rate (Testing/benchmarks/bench_inference.py measures it).
+# CPU flags of bf16 matrix instructions that oneDNN (PyTorch's CPU convolutions) uses.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+AMX_CPU_FLAGS = frozenset({"amx_bf16", "amx_tile"})
 
 
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU has bf16 matrix instructions (AVX512-BF16 or AMX) that PyTorch's oneDNN kernels use.
 
-    Elsewhere (older x86, most ARM builds) bf16 is emulated and slower than fp32, so it is not used.
+    Elsewhere (older x86, most ARM builds) bf16 is emulated and slower than fp32.
     """
+    return _cpu_has("_is_avx512_bf16_supported", BF16_CPU_FLAGS) or cpu_has_amx()
+
+
+@lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """True when this CPU has AMX tiles (Intel Xeon 4th generation and later), whose bf16 GEMMs outrun fp32 by far."""
+    return _cpu_has("_is_amx_tile_supported", AMX_CPU_FLAGS)
+
+
+def cpu_prefers_bf16() -> bool:
+    """Whether `amp=True` computes in bf16 on this CPU: only with AMX.
+
+    AVX512-BF16 alone is not enough: on the 2-core AVX512-BF16 Xeon (no AMX) these benchmarks ran on,
+    a 2048^2 bf16 matmul measured slower than fp32 (58-68 vs 86 GFLOP/s) and bf16 autocast lost to
+    fp32 channels-last (1.17-1.19x vs 1.48x fp32 eager; bench_inference.py --candidates). A measured
+    choice was tried and flipped from process to process on the loaded machine: the rule is fixed per
+    CPU so that the same machine always gives the same result.
+    """
+    return cpu_has_amx()
+
+
+def _cpu_has(probe_name: str, flags: FrozenSet[str]) -> bool:
+    """PyTorch's own CPU probe `torch.cpu.<probe_name>` where it exists, else the kernel's CPU flags."""
     if not torch.backends.mkldnn.is_available():
         return False
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    probes = [probe for probe in probes if probe is not None]
-    if probes:
+    probe = getattr(torch.cpu, probe_name, None)
+    if probe is not None:
         try:
-            return any(bool(probe()) for probe in probes)
-        except Exception:  # a private probe that changed: fall back to the kernel's flags
+            return bool(probe())
+        except Exception:  # a private probe that changed: fall back to the flags
             pass
-    return bool(_cpu_flags() & BF16_CPU_FLAGS)
+    return bool(_cpu_flags() & flags)
 
 
 def _cpu_flags() -> FrozenSet[str]:
@@ -69,40 +91,6 @@ def _cpu_flags() -> FrozenSet[str]:
     except OSError:
         pass
     return frozenset()
-
-
-def cpu_prefers_bf16() -> bool:
-    """True when this CPU has bf16 instructions and its bf16 convolutions measure faster than fp32 here.
-
-    Having the instructions is not enough: on a loaded 2-core Xeon with AVX512-BF16 (no AMX) a bf16
-    matmul measured slower than fp32 (68 vs 86 GFLOP/s) and bf16 autocast lost to fp32 channels-last
-    (bench_inference.py --candidates). So it is measured once per process and thread count.
-    """
-    return cpu_has_fast_bf16() and _bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP
-
-
-BF16_MIN_SPEEDUP = 1.25  # bf16 must win clearly on a bare conv: the casts around it cost a little
-
-
-@lru_cache(maxsize=None)
-def _bf16_conv_speedup(threads: int) -> float:
-    """fp32 time / bf16 time of a channels-last 3x3 conv shaped like TSC-Net's bottleneck (128 channels),
-    interleaved, minimum of three after a warm-up (about 0.1 s once; `threads` keys the cache)."""
-    import time
-
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(1, 128, 32, 32, generator=generator).contiguous(memory_format=torch.channels_last)
-    w = torch.rand(128, 128, 3, 3, generator=generator).contiguous(memory_format=torch.channels_last)
-    pairs = {torch.float32: (x, w), torch.bfloat16: (x.bfloat16(), w.bfloat16())}
-    best = {dtype: float("inf") for dtype in pairs}
-    with torch.inference_mode():
-        for repeat in range(4):
-            for dtype, (inp, weight) in pairs.items():
-                started = time.perf_counter()
-                torch.nn.functional.conv2d(inp, weight, padding=1)
-                if repeat:  # the first round creates the kernels
-                    best[dtype] = min(best[dtype], time.perf_counter() - started)
-    return best[torch.float32] / best[torch.bfloat16]
 
 
 def autocast_dtype(device: torch.device, amp: bool = True) -> Optional[torch.dtype]:
@@ -144,7 +132,7 @@ def runtime_info() -> Dict[str, Any]:
         "torchvision": torchvision_version,
         "cuda_available": torch.cuda.is_available(),
         "dcn_backend": {d: resolve_backend("auto", torch.device(d)) for d in devices},
-        "cpu_bf16": cpu_has_fast_bf16(),  # the instructions; whether amp uses them is measured (cpu_prefers_bf16)
+        "cpu_bf16": cpu_has_fast_bf16(),  # the instructions; amp uses bf16 only with AMX (cpu_prefers_bf16)
     }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -52,7 +52,7 @@ def denoise_volume(
     The input is never modified. Integer inputs come back rounded (and clipped to the dtype's range).
     `slab_size` is the number of axial slices per forward pass ("auto": from free memory). `amp=True`
     (the default) takes the fastest path that keeps the result: a channels-last layout, with bf16
-    (else fp16) autocast on CUDA and bf16 autocast on CPUs where bf16 measures faster
+    (else fp16) autocast on CUDA and bf16 autocast on CPUs with AMX
     (`core.device.autocast_dtype`; on real CT bf16 changes a slice's PSNR by < 0.05 dB and its values
     by < 0.5 HU on average, bench_inference.py --candidates). `amp=False` forces the exact fp32 path
     (the model as given, NCHW, no autocast). `progress(done, total)` is called after
