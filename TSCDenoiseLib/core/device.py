@@ -60,10 +60,10 @@ def cpu_prefers_bf16() -> bool:
     """Whether `amp=True` computes in bf16 on this CPU: only with AMX.
 
     AVX512-BF16 alone is not enough: on the 2-core AVX512-BF16 Xeon (no AMX) these benchmarks ran on,
-    a 2048^2 bf16 matmul measured slower than fp32 (58-68 vs 86 GFLOP/s) and bf16 autocast lost to
-    fp32 channels-last (1.17-1.19x vs 1.48x fp32 eager; bench_inference.py --candidates). A measured
-    choice was tried and flipped from process to process on the loaded machine: the rule is fixed per
-    CPU so that the same machine always gives the same result.
+    a 2048^2 bf16 matmul measured slower than fp32 in every run (51-68 vs 61-86 GFLOP/s) and bf16
+    autocast took 0.57-1.30x the time of fp32 eager over four runs (bench_inference.py --candidates).
+    A measured choice was tried and flipped from process to process on the loaded machine: the rule
+    is fixed per CPU so that the same machine always gives the same result.
     """
     return cpu_has_amx()
 
