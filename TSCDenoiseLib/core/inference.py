@@ -154,9 +154,9 @@ def _memory_budget(device: torch.device) -> int:
 
 def _use_channels_last(device: torch.device, amp: bool) -> bool:
     """Channels-last when `amp` asks for the fastest path: oneDNN/cuDNN convolutions then skip their NCHW
-    reorders. On the CPU, fp32 channels-last gives the same values (summation order aside), ran 0.97-1.48x as fast as
-    NCHW over four runs on a loaded 2-core machine, and needs about half the working set
-    (104 vs 192 MiB for a 512^2 slice; bench_inference.py)."""
+    reorders. On the CPU, fp32 channels-last gives the same values (summation order aside), ran
+    0.97-1.48x as fast as NCHW over four runs on a loaded 2-core machine, and needs about half the
+    working set (104 vs 192 MiB for a 512^2 slice; bench_inference.py)."""
     return amp and device.type in CHANNELS_LAST_DEVICES
 
 
