@@ -122,11 +122,14 @@ def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -
         raise CheckpointError(f"{source} has role {payload['role']!r}; a checkpoint is one of {ROLES}. Re-export it.")
     _check_config(network_class, payload["config"], payload["state_dict"], source)
     try:
-        model = network_class(**payload["config"])
+        with torch.device("meta"):  # no random initialisation of weights about to be replaced
+            model = network_class(**payload["config"])
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{source} has a network config this TSCDenoise cannot build: {exc}.") from None
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        # assign: the loaded tensors become the parameters (no copy); strict: every one of them must be there
+        model.load_state_dict(payload["state_dict"], strict=True, assign=True)
+        _check_materialized(model)
     except RuntimeError as exc:
         raise CheckpointError(
             f"{source}: the weights do not match the network config {payload['config']} "
@@ -191,6 +194,12 @@ def role_warning(model: nn.Module, path: Optional[PathLike] = None) -> Optional[
     return (f"warning: {path or 'this model'} is a teacher checkpoint: it was trained to reconstruct normal-dose CT, "
             "not to remove noise, so its output stays close to the input. Use a student checkpoint "
             "(e.g. the bundled default model).")
+
+def _check_materialized(model: nn.Module) -> None:
+    """Raise RuntimeError if a parameter or buffer was left on the meta device (not in the checkpoint)."""
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_meta:
+            raise RuntimeError(f"no value for {name}")
 
 
 def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:

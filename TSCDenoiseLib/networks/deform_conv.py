@@ -38,6 +38,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """The concrete backend ("torch" or "torchvision") to use for `backend` on `device`."""
     if backend not in BACKENDS:
         raise ValueError(f"Unknown deformable-convolution backend {backend!r}; choose one of {BACKENDS}.")
+    if backend == "torch" or (backend == "auto" and device.type != "cuda"):
+        return "torch"  # decided without importing torchvision (seconds at start-up, unused on the CPU)
     available = torchvision_deform_conv2d() is not None
     if backend == "torchvision":
         if not available:
@@ -55,6 +57,12 @@ def _pair(value: IntPair) -> Tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+# Bytes of sampled columns (all taps of the samples in one chunk) held at once by the pure-PyTorch path:
+# one grid_sample and one GEMM per chunk instead of one per tap (bench_deform_conv.py), without letting the
+# K-fold (9x) column buffer grow with the batch.
+COLUMN_BUDGET_BYTES = 128 << 20
+
+
 def deform_conv2d_torch(
     x: torch.Tensor,
     offset: torch.Tensor,
@@ -65,7 +73,12 @@ def deform_conv2d_torch(
     dilation: IntPair = 1,
     mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Pure-PyTorch modulated deformable convolution with torchvision's semantics (groups=1)."""
+    """Pure-PyTorch modulated deformable convolution with torchvision's semantics (groups=1).
+
+    The sampling positions are computed in float32 (or float64) whatever `x`'s dtype: bf16/fp16 cannot
+    hold pixel coordinates (at 128 px their step is 0.5-1 px). Under bf16 autocast the bilinear
+    sampling runs in float32 and only the GEMM in bf16, as torchvision's kernel would with fp32 input.
+    """
     n, c, h, w = x.shape
     out_channels, c_w, kh, kw = weight.shape
     if c_w != c:
@@ -76,34 +89,75 @@ def deform_conv2d_torch(
     taps = kh * kw
     groups = offset.shape[1] // (2 * taps)
     out_h, out_w = offset.shape[-2:]
-    dtype = x.dtype
+    position_dtype = torch.promote_types(x.dtype, torch.float32)
+    device = x.device
 
     # Sampling positions in input pixel coordinates, shape (N, G, K, Ho, Wo) for y and x.
-    base_y = (torch.arange(out_h, device=x.device, dtype=dtype) * sh - ph).view(1, 1, 1, out_h, 1)
-    base_x = (torch.arange(out_w, device=x.device, dtype=dtype) * sw - pw).view(1, 1, 1, 1, out_w)
-    tap_y = (torch.arange(kh, device=x.device, dtype=dtype) * dh).repeat_interleave(kw).view(1, 1, taps, 1, 1)
-    tap_x = (torch.arange(kw, device=x.device, dtype=dtype) * dw).repeat(kh).view(1, 1, taps, 1, 1)
-    offset = offset.view(n, groups, taps, 2, out_h, out_w)
-    pos_y = base_y + tap_y + offset[:, :, :, 0]
-    pos_x = base_x + tap_x + offset[:, :, :, 1]
-
+    base_y = (torch.arange(out_h, device=device, dtype=position_dtype) * sh - ph).view(1, 1, 1, out_h, 1)
+    base_x = (torch.arange(out_w, device=device, dtype=position_dtype) * sw - pw).view(1, 1, 1, 1, out_w)
+    tap_y = (torch.arange(kh, device=device, dtype=position_dtype) * dh).repeat_interleave(kw).view(1, 1, taps, 1, 1)
+    tap_x = (torch.arange(kw, device=device, dtype=position_dtype) * dw).repeat(kh).view(1, 1, taps, 1, 1)
+    offset = offset.to(position_dtype).reshape(n, groups, taps, 2, out_h, out_w)
     # grid_sample with align_corners=False maps pixel p to (2p + 1) / size - 1; zero padding outside the
     # image reproduces torchvision's bilinear interpolation, which treats out-of-range neighbours as 0.
-    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)  # (N, G, K, Ho, Wo, 2)
-    grouped = x.reshape(n * groups, c // groups, h, w)
+    grid_x = (base_x + tap_x + offset[:, :, :, 1]) * (2.0 / w) + (1.0 / w - 1.0)
+    grid_y = (base_y + tap_y + offset[:, :, :, 0]) * (2.0 / h) + (1.0 / h - 1.0)
+    grid = torch.stack((grid_x, grid_y), dim=-1)  # (N, G, K, Ho, Wo, 2)
+    source = x.to(position_dtype).reshape(n * groups, c // groups, h, w)
+    if mask is not None:
+        mask = mask.reshape(n, groups, 1, taps, out_h * out_w)
     weight_taps = weight.reshape(out_channels, c, taps)
-    out = None
-    # One tap at a time: the sampled columns of all taps at once would be K (=9) times the input's size.
-    for k in range(taps):
-        sampled = F.grid_sample(grouped, grid[:, :, k].reshape(n * groups, out_h, out_w, 2), mode="bilinear",
-                                padding_mode="zeros", align_corners=False)
+
+    def columns_times_weight(first: int, last: Optional[int], k0: int, k1: int) -> torch.Tensor:
+        count, k = (n if last is None else last - first), k1 - k0
+        # All taps of a chunk in one call: (count*G, C/G, K*Ho, Wo) = columns in (c, k) order.
+        chunk_source = source if last is None else source[first * groups : last * groups]
+        chunk_grid = grid if last is None else grid[first:last]
+        sampled = F.grid_sample(
+            chunk_source, chunk_grid[:, :, k0:k1].reshape(count * groups, k * out_h, out_w, 2),
+            mode="bilinear", padding_mode="zeros", align_corners=False,
+        ).view(count, groups, c // groups, k, out_h * out_w)
         if mask is not None:
-            sampled = sampled * mask.view(n * groups, taps, out_h, out_w)[:, k : k + 1]
-        contribution = torch.einsum("nchw,oc->nohw", sampled.view(n, c, out_h, out_w), weight_taps[:, :, k])
-        out = contribution if out is None else out + contribution
+            chunk_mask = (mask if last is None else mask[first:last])[:, :, :, k0:k1].to(sampled.dtype)
+            sampled = sampled * chunk_mask if sampled.requires_grad else sampled.mul_(chunk_mask)  # no new 9x buffer
+        columns = sampled.reshape(count, c * k, out_h * out_w).to(x.dtype)
+        return torch.matmul(weight_taps[:, :, k0:k1].reshape(out_channels, c * k), columns)
+
+    if _tracing():  # one chunk, no Python branching on sizes: the batch and image size stay symbolic
+        result = columns_times_weight(0, None, 0, taps)
+    else:
+        tap_bytes = c * out_h * out_w * torch.finfo(position_dtype).bits // 8
+        result = _assemble([(first, columns_times_weight(first, last, k0, k1))
+                            for first, last, k0, k1 in _chunks(n, taps, tap_bytes)])
     if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+        result = result + bias.view(1, -1, 1)
+    return result.view(n, out_channels, out_h, out_w)
+
+
+def _tracing() -> bool:
+    """True inside torch.jit.trace, torch.compile or torch.export."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or bool(exporting and exporting())
+
+
+def _chunks(samples: int, taps: int, tap_bytes: int):
+    """(first, last, k0, k1) ranges whose sampled columns stay within COLUMN_BUDGET_BYTES where possible."""
+    per_sample = tap_bytes * taps
+    if per_sample <= COLUMN_BUDGET_BYTES:
+        step = max(1, COLUMN_BUDGET_BYTES // per_sample)
+        return [(i, min(i + step, samples), 0, taps) for i in range(0, samples, step)]
+    tap_step = max(1, COLUMN_BUDGET_BYTES // max(tap_bytes, 1))
+    return [(i, i + 1, k, min(k + tap_step, taps)) for i in range(samples) for k in range(0, taps, tap_step)]
+
+
+def _assemble(parts) -> torch.Tensor:
+    """Stack per-chunk GEMM results (first sample, result) over samples, summing the tap chunks of a sample."""
+    if len(parts) == 1:
+        return parts[0][1]
+    by_sample = {}
+    for first, part in parts:
+        by_sample[first] = part if first not in by_sample else by_sample[first] + part
+    return torch.cat([by_sample[first] for first in sorted(by_sample)], dim=0)
 
 
 def deform_conv2d(
@@ -149,7 +203,10 @@ class ModulatedDeformConv2d(nn.Module):
         self.padding = padding
         self.dilation = dilation
         self.backend = backend
-        torchvision_deform_conv2d()  # import torchvision now: an import inside a first forward breaks jit tracing
+        if backend == "torchvision" or (backend == "auto" and torch.cuda.is_available()):
+            # import torchvision now where it will run: an import inside a first forward breaks jit tracing.
+            # CPU-only machines never use it, and skip its import (seconds).
+            torchvision_deform_conv2d()
         taps = kernel_size * kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))

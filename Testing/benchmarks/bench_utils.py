@@ -31,6 +31,22 @@ def interleaved_medians(candidates: Dict[str, Callable[[], object]], repeats: in
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def interleaved_minima(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
+    """Minimum wall time of each candidate, run alternately (one warm-up each): on a loaded machine the
+    minimum is the run least disturbed by other processes."""
+    for fn in candidates.values():
+        fn()
+    times: Dict[str, List[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
+
+
 class PeakRSS:
     """Samples this process's resident memory in a thread; `.peak_increase` after the block, in bytes."""
 

@@ -28,8 +28,8 @@ def _slice_by_slice(volume, model):
 
 
 def test_equals_the_model_applied_slice_by_slice(tiny_net):
-    volume = _ct()
-    np.testing.assert_allclose(denoise_volume(volume, tiny_net, slab_size=3, device="cpu"),
+    volume = _ct()  # amp=False: the exact fp32 path (amp=True may compute in bf16 on this CPU)
+    np.testing.assert_allclose(denoise_volume(volume, tiny_net, slab_size=3, device="cpu", amp=False),
                                _slice_by_slice(volume, tiny_net), atol=1e-3, rtol=0)
 
 
@@ -173,3 +173,112 @@ def test_auto_slab_size_fits_the_budget(tiny_net):
     auto = resolve_slab_size("auto", (300, 512, 512), torch.device("cpu"), tiny_net, amp=True)
     assert 1 <= auto <= 64 and auto * per_slice <= 256 << 20 or auto == 1
     assert resolve_slab_size("auto", (3, 512, 512), torch.device("cpu"), tiny_net, amp=True) <= 3
+
+
+# --- precision: amp=True takes bf16 on CPUs with bf16 instructions; amp=False is the exact fp32 path ---
+
+
+@pytest.fixture(scope="module")
+def real_ct_crop():
+    """(low-dose, normal-dose) int16 HU: 2 slices x 96 x 96 of the bundled Cranium sample (real CT)."""
+    import SimpleITK as sitk
+
+    from TSCDenoiseLib.core.resources import SAMPLE_NORMAL_DOSE_FILE, sample_path
+
+    low = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_path())))
+    normal = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_path(SAMPLE_NORMAL_DOSE_FILE))))
+    crop = (slice(8, 10), slice(80, 176), slice(80, 176))
+    return low[crop].astype(np.int16), normal[crop].astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    from TSCDenoiseLib.core.checkpoint import load_model
+
+    return load_model(device="cpu")
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """Make the CPU count as bf16-capable, so the bf16 path runs here whatever the CPU (bf16 is exact
+    in its arithmetic everywhere; only its speed depends on the instructions)."""
+    from TSCDenoiseLib.core import device
+
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: True)
+
+
+def test_bf16_path_keeps_the_quality_of_fp32_on_real_ct(real_ct_crop, default_model, bf16_cpu):
+    from TSCDenoiseLib.core.metrics import psnr
+
+    low, normal = real_ct_crop
+    volume = low.astype(np.float32)  # float output: the bf16 differences are not hidden by rounding to 1 HU
+    fp32 = denoise_volume(volume, default_model, device="cpu", amp=False)
+    bf16 = denoise_volume(volume, default_model, device="cpu", amp=True)
+    assert not np.array_equal(bf16, fp32), "amp=True did not take the bf16 path"
+    diff = np.abs(bf16.astype(np.float64) - fp32)
+    assert diff.mean() <= 0.5, f"mean |bf16 - fp32| = {diff.mean():.3f} HU"
+    for index in range(volume.shape[0]):
+        delta = psnr(bf16[index], normal[index]) - psnr(fp32[index], normal[index])
+        assert abs(delta) <= 0.05, f"slice {index}: PSNR changed by {delta:.3f} dB"
+    assert psnr(fp32, normal) > psnr(low, normal)  # the model does denoise this crop (the check is not vacuous)
+
+
+def test_amp_false_is_the_exact_fp32_path(real_ct_crop, default_model, bf16_cpu):
+    low, _ = real_ct_crop
+    volume = low.astype(np.float32)
+    window = HUWindow.from_any(default_model.hu_window)
+    x = torch.from_numpy(volume)
+    clipped = x.clamp(window.low, window.high)
+    with torch.inference_mode():
+        y = default_model(window.normalize(clipped, clip=False).unsqueeze(1))
+    expected = (window.denormalize(y.squeeze(1)) + (x - clipped)).numpy()
+    np.testing.assert_array_equal(denoise_volume(volume, default_model, device="cpu", amp=False), expected)
+
+
+def test_autocast_dtype_follows_the_cpu_capability(monkeypatch):
+    from TSCDenoiseLib.core import device
+
+    cpu = torch.device("cpu")
+    assert device.autocast_dtype(cpu, amp=False) is None
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: False)
+    assert device.autocast_dtype(cpu, amp=True) is None
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: True)
+    assert device.autocast_dtype(cpu, amp=True) is torch.bfloat16
+    assert device.autocast_dtype(torch.device("mps"), amp=True) is None
+
+
+def test_bf16_capability_matches_the_cpu_flags():
+    from TSCDenoiseLib.core.device import cpu_has_amx, cpu_has_fast_bf16, cpu_prefers_bf16, _cpu_flags
+
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    mkldnn = torch.backends.mkldnn.is_available()
+    assert cpu_has_amx() == (mkldnn and "amx_tile" in flags)
+    assert cpu_has_fast_bf16() == (mkldnn and bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}))
+    assert cpu_prefers_bf16() == cpu_has_amx()  # AVX512-BF16 alone measured slower than fp32 channels-last
+
+
+def test_fast_path_without_bf16_is_fp32_channels_last(real_ct_crop, default_model, monkeypatch):
+    """amp=True on a CPU where bf16 does not pay: fp32 in channels-last layout, same values as NCHW fp32."""
+    from TSCDenoiseLib.core import device
+
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: False)
+    volume = real_ct_crop[0].astype(np.float32)
+    fast = denoise_volume(volume, default_model, device="cpu", amp=True)
+    exact = denoise_volume(volume, default_model, device="cpu", amp=False)
+    np.testing.assert_allclose(fast, exact, atol=0.01, rtol=0)  # HU: summation order only
+
+
+def test_fast_path_follows_weight_changes_between_calls(tiny_net, monkeypatch):
+    """The channels-last copy kept between calls is renewed when the caller changes the weights."""
+    from TSCDenoiseLib.core import device
+
+    monkeypatch.setattr(device, "cpu_prefers_bf16", lambda: False)  # fp32 channels-last: comparable to amp=False
+    volume = _ct()
+    first = denoise_volume(volume, tiny_net, device="cpu")
+    with torch.no_grad():
+        tiny_net.head.bias.add_(0.01)  # +41 HU everywhere in the window
+    second = denoise_volume(volume, tiny_net, device="cpu")
+    np.testing.assert_allclose(second, denoise_volume(volume, tiny_net, device="cpu", amp=False), atol=0.5, rtol=0)
+    assert np.abs(second - first).mean() > 10

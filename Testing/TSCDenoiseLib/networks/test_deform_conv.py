@@ -91,3 +91,50 @@ def test_dispatcher_runs_pure_torch_backend_when_asked():
     x, offset, weight, bias, mask = _inputs(1, 2, 5, 5, 3, 3, 1, 1, 1, 1)
     out = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, backend="torch")
     torch.testing.assert_close(out, deform_conv2d_torch(x, offset, weight, bias, padding=1, mask=mask))
+
+
+@needs_torchvision
+def test_chunked_columns_match_torchvision(monkeypatch):
+    """A column budget below one sample's taps splits the taps (and samples) into chunks: same result."""
+    import TSCDenoiseLib.networks.deform_conv as dcn
+
+    case = (3, 8, 13, 17, 6, 3, 1, 1, 1, 2)
+    x, offset, weight, bias, mask = _inputs(*case)
+    expected = torchvision_deform_conv2d()(x, offset, weight, bias, padding=1, mask=mask)
+    monkeypatch.setattr(dcn, "COLUMN_BUDGET_BYTES", 8 * 13 * 17 * 4 * 2)  # two taps of one sample per chunk
+    got = deform_conv2d_torch(x, offset, weight, bias, 1, 1, 1, mask)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    got.sum().backward()
+    assert x.grad is not None and offset.grad is not None and mask.grad is not None
+
+
+def test_bf16_autocast_keeps_sampling_positions_exact():
+    """Under bf16 autocast (bf16 features and offsets, as the offset conv gives them) the positions stay
+    fp32: far from the origin (x ~ 190 px, where bf16's step is 1 px) the result stays as close to fp32
+    as the bf16 GEMM allows (2e-3 here) instead of being sampled whole pixels off (8e-2 with bf16 positions)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.sin(torch.arange(200.0) / 4).expand(1, 4, 12, 200).contiguous()  # smooth: errors come from positions
+    offset = torch.rand(1, 18, 12, 200, generator=g) * 0.9 + 0.05  # fractional: bf16 positions round them away
+    weight = torch.rand(4, 4, 3, 3, generator=g) / 36
+    exact = deform_conv2d_torch(x, offset, weight, None, 1, 1, 1, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reduced = deform_conv2d_torch(x.bfloat16(), offset.bfloat16(), weight, None, 1, 1, 1, None)
+    error = (reduced.float() - exact).abs()[..., 150:]
+    assert error.max() < 0.01, f"max error {error.max():.4f} (output scale {exact.abs().max():.2f})"
+
+
+def test_cpu_model_does_not_import_torchvision():
+    """Building a TSCNet and running it on the CPU leaves torchvision unimported (seconds at start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "if torch.cuda.is_available(): print('cuda'); raise SystemExit\n"
+            "from TSCDenoiseLib.networks import TSCNet\n"
+            "TSCNet(base_channels=4, num_attention_blocks=1, num_dems=1, attention_reduction=2)(torch.rand(1, 1, 8, 8))\n"
+            "print('torchvision' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    if result.stdout.strip() == "cuda":
+        pytest.skip("a CUDA GPU is visible: torchvision is imported for it")
+    assert result.stdout.strip() == "False"
