@@ -343,7 +343,7 @@ def _add_denoise(commands) -> None:
     denoise.add_argument("--model", help="checkpoint file (default: the bundled default model)")
     _add_runtime_options(denoise)
     _add_check_hu(denoise)
-    denoise.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 on CUDA (default: bf16/fp16)")
+    denoise.add_argument("--no-amp", dest="amp", action="store_false", help="the exact fp32 path (default: the fastest one: channels-last, plus bf16/fp16 autocast on CUDA and bf16 on CPUs with AMX)")
     denoise.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     denoise.add_argument("--resample", action="store_true",
                          help="for a .nii/.nrrd/.mha OUTPUT, resample a DICOM series with missing, unevenly spaced or "

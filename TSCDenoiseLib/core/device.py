@@ -114,6 +114,12 @@ def autocast_dtype(device: torch.device, amp: bool = True) -> Optional[torch.dty
     return None
 
 
+def precision_label(device: torch.device, amp: bool = True) -> str:
+    """What `amp` computes in on `device`, for progress messages ("bf16 autocast" or "fp32")."""
+    dtype = autocast_dtype(device, amp)
+    return "fp32" if dtype is None else f"{str(dtype).replace('torch.', '').replace('bfloat16', 'bf16').replace('float16', 'fp16')} autocast"
+
+
 def describe_device(device: torch.device) -> str:
     """A human-readable name, with the GPU's model and free memory for CUDA devices."""
     if device.type != "cuda":

@@ -69,7 +69,7 @@ def denoise_file(
         model_path: a checkpoint; None means the bundled default model.
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         slab_size: axial slices per forward pass, or "auto" (from free memory).
-        amp: mixed precision on CUDA.
+        amp: the fastest path (channels-last; bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX); False: exact fp32.
         overwrite: replace an existing output (see above).
         progress: `progress(done, total)` after every slab.
         notify: `notify(message)` hears the device and slab size chosen, a fallback to the CPU, and a warning
@@ -90,7 +90,7 @@ def denoise_file(
     """
     from ..core.checkpoint import load_model, role_warning
     from ..core.resources import default_model_path
-    from ..core.device import describe_device, resolve_device
+    from ..core.device import describe_device, precision_label, resolve_device
     from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
     from .volumes import read_ct
 
@@ -110,8 +110,7 @@ def denoise_file(
         say(warning)
     slab = resolve_slab_size(slab_size, volume.shape, target, model, amp)
     say(f"input {input_path} ({' x '.join(str(n) for n in volume.shape)}), model {model_path}")
-    say(f"device {describe_device(target)}, slab size {slab}, mixed precision "
-        f"{'on' if amp and target.type == 'cuda' else 'off'}")
+    say(f"device {describe_device(target)}, slab size {slab}, precision {precision_label(target, amp)}")
     started = time.perf_counter()
     denoised = denoise_with_cpu_fallback(volume, model, device=target, slab_size=slab, amp=amp, progress=progress,
                                          notify=notify, check_hu=check_hu)

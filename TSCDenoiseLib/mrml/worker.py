@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="checkpoint file (default: the bundled default model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--slab-size", type=_slab_size, default="auto", help="axial slices per forward pass")
-    parser.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="the exact fp32 path (default: channels-last, bf16/fp16 on CUDA, bf16 on CPUs with AMX)")
     parser.add_argument("--no-check-hu", dest="check_hu", action="store_false", help="skip the HU plausibility check")
     return parser
 

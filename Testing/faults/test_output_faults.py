@@ -7,7 +7,6 @@ tmpfs when run as root) or a real file-size limit (RLIMIT_FSIZE), real signals t
 from __future__ import annotations
 
 import ast
-import json
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ import torch
 from TSCDenoiseLib.cli import EXIT_OK, EXIT_USAGE, main
 from TSCDenoiseLib.core.checkpoint import load_model, save_model
 from TSCDenoiseLib.errors import CheckpointError, InvalidInputError, OutputExistsError, TSCDenoiseError
-from TSCDenoiseLib.io import read_ct, write_ct, write_dicom_series, write_new_dicom_series
+from TSCDenoiseLib.io import write_ct, write_dicom_series, write_new_dicom_series
 
 from .conftest import REPO, ct_volume, geometry, one_line, run_cli
 
