@@ -43,20 +43,34 @@ def denoise_volume(
     check_hu: bool = True,
     out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """Denoise a CT volume (Z, Y, X) or slice (Y, X) in HU; returns a new array of the same shape and dtype.
+    """Denoise a CT volume (Z, Y, X) or slice (Y, X) in HU; the input is never modified.
 
-    The input is never modified. Integer inputs come back rounded (and clipped to the dtype's range).
-    `slab_size` is the number of axial slices per forward pass ("auto": from free memory). `amp=True`
-    (the default) takes the fastest path that keeps the result: a channels-last layout, with bf16
-    (else fp16) autocast on CUDA and bf16 autocast on CPUs with AMX
-    (`core.device.autocast_dtype`; on real CT bf16 changes a slice's PSNR by < 0.05 dB and its values
-    by < 0.5 HU on average, bench_inference.py --candidates). `amp=False` forces the exact fp32 path
-    (the model as given, NCHW, no autocast). `progress(done, total)` is called after
-    every slab; `cancel()` is polled before each slab and stops the run with `DenoiseCancelled`.
-    Values outside the model's HU window are passed through unchanged by the network (see `_denoise_slab`).
-    `check_hu=False` skips the plausibility checks of the values (not the NaN/shape/type checks).
-    `out`: a writable C-contiguous array of the input's shape and dtype, not sharing memory with it, that
-    receives the result (and is returned) instead of a new array: e.g. a view of a Slicer volume's voxels.
+    Args:
+        volume_hu: the CT in HU, any real dtype; integer inputs come back rounded (and clipped to the dtype's
+            range).
+        model: a loaded network (`load_model`).
+        slab_size: axial slices per forward pass, or "auto" (from free memory).
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        amp: True (default) takes the fastest path that keeps the result: channels-last, with bf16 (else fp16)
+            autocast on CUDA and bf16 autocast on CPUs with AMX (`core.device.autocast_dtype`; on real CT bf16
+            changes a slice's PSNR by < 0.05 dB and its values by < 0.5 HU on average, bench_inference.py
+            --candidates). False forces the exact fp32 path (the model as given, NCHW, no autocast).
+        progress: `progress(done, total)` after every slab.
+        cancel: polled before each slab; True stops the run.
+        check_hu: False skips the plausibility checks of the values (not the NaN/shape/type checks).
+        out: a writable C-contiguous array of the input's shape and dtype, not sharing memory with it, that
+            receives the result instead of a new array (e.g. a view of a Slicer volume's voxels).
+
+    Returns:
+        The denoised array, of the input's shape and dtype (`out` when given). Values outside the model's HU
+        window pass through the network unchanged (see `_denoise_slab`).
+
+    Raises:
+        InvalidVolumeError: the array is not a CT in HU (shape, dtype, NaN, implausible values).
+        InvalidInputError: `model` is not a network.
+        DeviceError: the device does not exist here.
+        DenoiseCancelled: `cancel()` returned True.
+        DenoiseOutOfMemory: CUDA ran out of memory even with one slice per pass.
     """
     validate_model(model)
     volume = validate_ct_volume(volume_hu, check_hu=check_hu)
