@@ -16,24 +16,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_medians(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
-    """Median wall time of each candidate, run alternately so that machine load hits all alike."""
-    for fn in candidates.values():  # warm-up
-        fn()
-    times: Dict[str, List[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def interleaved_minima(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
-    """Minimum wall time of each candidate, run alternately (one warm-up each): on a loaded machine the
-    minimum is the run least disturbed by other processes."""
+def interleaved_times(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, List[float]]:
+    """Wall times of each candidate, run alternately (after one warm-up each) so that machine load hits all alike."""
     for fn in candidates.values():
         fn()
     times: Dict[str, List[float]] = {name: [] for name in candidates}
@@ -44,7 +28,17 @@ def interleaved_minima(candidates: Dict[str, Callable[[], object]], repeats: int
             fn()
             sync(device)
             times[name].append(time.perf_counter() - start)
-    return {name: min(values) for name, values in times.items()}
+    return times
+
+
+def interleaved_medians(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
+    """Median of `interleaved_times` per candidate."""
+    return {name: statistics.median(values) for name, values in interleaved_times(candidates, repeats, device).items()}
+
+
+def interleaved_minima(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
+    """Minimum of `interleaved_times` per candidate: on a loaded machine, the run least disturbed by others."""
+    return {name: min(values) for name, values in interleaved_times(candidates, repeats, device).items()}
 
 
 class PeakRSS:
