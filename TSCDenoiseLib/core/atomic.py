@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,14 +107,15 @@ def _check_writable(folder: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise InvalidInputError(f"Cannot write into {folder}: {existing} is a file, not a folder.")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".tscdenoise-probe-", dir=existing)
-    except OSError as exc:
-        raise InvalidInputError(
-            f"Cannot write into {existing} ({exc.strerror or exc}); choose an output folder you can write to."
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
+    with _interrupts_held():  # an interrupt must not leave the probe file behind
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".tscdenoise-probe-", dir=existing)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"Cannot write into {existing} ({exc.strerror or exc}); choose an output folder you can write to."
+            ) from None
+        os.close(fd)
+        os.unlink(probe)
 
 
 def _default_file_mode() -> int:
@@ -173,10 +175,12 @@ def atomic_output_file(
     """
     path = check_output(path, overwrite, kind="file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Optional[Path] = None
     try:
+        with _interrupts_held():
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
         try:
             yield tmp
             _fsync(tmp)
@@ -191,7 +195,27 @@ def atomic_output_file(
         os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600 files; outputs get the usual umask mode
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP while a staging path is created and recorded.
+
+    Python runs a signal's handler between bytecodes, so a Ctrl-C or a SIGTERM (which the CLI turns into an
+    exception) could otherwise land after the file exists and before its name is known to the cleanup, and
+    leave it behind. Blocked signals are delivered when the block ends, inside the cleanup's reach.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def write_bytes_atomically(path: PathLike, data: bytes, overwrite: bool = False) -> Path:
@@ -230,8 +254,10 @@ def atomic_output_folder(
     """
     folder = check_output(folder, overwrite, kind="folder", inputs=inputs, owned=owned, what=what)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging: Optional[Path] = None
     try:
+        with _interrupts_held():
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             yield staging
             for file in staging.iterdir():
@@ -250,7 +276,8 @@ def atomic_output_folder(
         else:
             os.replace(staging, folder)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
