@@ -15,29 +15,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("monai")
-from monai.bundle import run as bundle_run  # noqa: E402
 
 from TSCDenoiseLib.core.checkpoint import read_checkpoint  # noqa: E402
 from TSCDenoiseLib.errors import TSCDenoiseError  # noqa: E402
 from TSCDenoiseLib.training.bundle import file_sha256, user_error  # noqa: E402
 
+from .conftest import BUNDLE, CONFIGS, train  # noqa: E402
+
 pytestmark = pytest.mark.slow
-
-BUNDLE = Path(__file__).resolve().parents[2] / "training"
-CONFIGS = BUNDLE / "configs"
-TINY = dict(
-    iterations_per_epoch=2,
-    patch_size=32,
-    patches_per_volume=2,
-    log_interval=1,
-    network_config={"base_channels": 4, "num_attention_blocks": 1, "num_dems": 1, "attention_reduction": 4},
-)
-
-
-def train(output_dir: Path, **overrides) -> None:
-    settings = {**TINY, "teacher_epochs": 1, "student_epochs": 1, **overrides}
-    bundle_run("training", config_file=str(CONFIGS / "train.json"), bundle_root=str(BUNDLE),
-               output_dir=str(output_dir), **settings)
 
 
 def refused(output_dir: Path, **overrides) -> TSCDenoiseError:
