@@ -118,10 +118,11 @@ def _check_writable(folder: Path) -> None:
         os.unlink(probe)
 
 
-def _default_file_mode() -> int:
+def _mode_after_umask(mode: int) -> int:
+    """`mode` as the process's umask leaves it for a new file (0o666) or folder (0o777)."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return mode & ~umask
 
 
 def _fsync(path: Path) -> None:
@@ -192,7 +193,7 @@ def atomic_output_file(
             tmp.unlink(missing_ok=True)  # before measuring the free space
             raise write_failed(path, exc, size_hint) from None
         check_output(path, overwrite, kind="file")  # it may have appeared while we were writing
-        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600 files; outputs get the usual umask mode
+        os.chmod(tmp, _mode_after_umask(0o666))  # mkstemp makes 0600 files; outputs get the usual umask mode
         os.replace(tmp, path)
     finally:
         if tmp is not None:
@@ -270,7 +271,7 @@ def atomic_output_folder(
             shutil.rmtree(staging, ignore_errors=True)  # before measuring the free space
             raise write_failed(folder, exc, size_hint) from None
         check_output(folder, overwrite, kind="folder", inputs=inputs, owned=owned, what=what)
-        os.chmod(staging, _default_folder_mode())
+        os.chmod(staging, _mode_after_umask(0o777))
         if os.path.lexists(folder):
             _replace_folder(staging, folder)
         else:
@@ -279,12 +280,6 @@ def atomic_output_folder(
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _default_folder_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
 
 
 def _replace_folder(staging: Path, folder: Path) -> None:

@@ -22,14 +22,15 @@ DERIVATION_MARK = "TSCDenoise"  # in DerivationDescription of every slice we wri
 SERIES_OUTPUT = "a DICOM series"
 
 
-def _sitk():
+def simpleitk():
+    """SimpleITK, imported on first use (so that importing the io package stays cheap)."""
     import SimpleITK as sitk
 
     return sitk
 
 
 def _series_in_folder(folder: Path) -> dict[str, list[str]]:
-    sitk = _sitk()
+    sitk = simpleitk()
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
             for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))}
 

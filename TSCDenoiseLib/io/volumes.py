@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.atomic import atomic_output_file, check_output
 from ..errors import InvalidInputError
-from .dicom import checked_series_files
+from .dicom import checked_series_files, simpleitk
 from .file_checks import check_image_file, nonfinite_message, read_nifti_voxels
 from .series_checks import check_dicom_file, is_dicom_file, readable_or_refuse
 from .geometry import VolumeGeometry
@@ -30,12 +30,6 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def _sitk():
-    import SimpleITK as sitk
-
-    return sitk
 
 
 @contextmanager
@@ -83,7 +77,7 @@ def read_ct(
     """
     if irregular_slices not in IRREGULAR_SLICES:
         raise InvalidInputError(f"irregular_slices must be one of {', '.join(IRREGULAR_SLICES)}, got {irregular_slices!r}.")
-    sitk = _sitk()
+    sitk = simpleitk()
     path = Path(path)
     readable_or_refuse(path)
     with _itk_warnings_off(sitk):
@@ -206,7 +200,7 @@ def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, o
         OutputExistsError: `path` exists (and not `overwrite`), or is a folder.
         OutputWriteError: the file could not be written completely (full disk, short write); nothing is left.
     """
-    sitk = _sitk()
+    sitk = simpleitk()
     path = Path(path)
     if _suffix(path) not in IMAGE_SUFFIXES or _suffix(path) in (".mhd", ".nhdr"):
         raise InvalidInputError(
@@ -231,7 +225,7 @@ def write_ct(array_hu: np.ndarray, geometry: VolumeGeometry, path: str | Path, o
 def _verify_image(path: Path, expected: np.ndarray, header) -> None:
     """Read the written file back: its geometry must be `header`'s and its voxels `expected` (a truncated
     NIfTI reads back with its full header and zero-filled data, so the voxels are compared)."""
-    sitk = _sitk()
+    sitk = simpleitk()
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
