@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
@@ -206,17 +207,28 @@ def _interrupts_held() -> Iterator[None]:
 
     Python runs a signal's handler between bytecodes, so a Ctrl-C or a SIGTERM (which the CLI turns into an
     exception) could otherwise land after the file exists and before its name is known to the cleanup, and
-    leave it behind. Blocked signals are delivered when the block ends, inside the cleanup's reach.
+    leave it behind. The handlers are swapped for one that only records the signal (a thread mask would not
+    do: the kernel hands a process signal to any thread that has it unblocked), and a recorded signal is
+    raised again, to the handlers in force before, when the block ends: inside the cleanup's reach.
+    Handlers can only be changed in the main thread; elsewhere nothing is held.
     """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    held = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    previous = {number: signal.getsignal(number) for number in held}
+    held = [number for number in held if previous[number] is not None]  # None: set outside Python, keep it
+    pending: list = []
+    for number in held:
+        signal.signal(number, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number in held:
+            signal.signal(number, previous[number])
+        for number in pending:
+            signal.raise_signal(number)
 
 
 def write_bytes_atomically(path: PathLike, data: bytes, overwrite: bool = False) -> Path:
