@@ -202,21 +202,53 @@ def _check_materialized(model: nn.Module) -> None:
             raise RuntimeError(f"no value for {name}")
 
 
-def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:
-    """`model` with the weights of checkpoint `path` (same network and config), or unchanged when `path` is None.
+# Network options a warm start may switch on: the weights carry over (see `_warm_start_state`).
+WARM_START_OPTIONS = {"noise_map": False, "bias": True}
 
-    For warm starts (e.g. a student fine-tuned from a pixel-loss student); returns `model` for chaining.
+
+def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:
+    """`model` with the weights of checkpoint `path`, or unchanged when `path` is None.
+
+    For warm starts (e.g. a student fine-tuned from a pixel-loss student). The checkpoint must hold the same
+    network with the same config, except that `model` may add a noise-map input channel (its weights start
+    at zero, so the warm-started network computes what the checkpoint's did) or drop the biases.
+
+    Args:
+        model: the network to initialise, in place.
+        path: a checkpoint written by `save_model`, or None.
+
+    Returns:
+        `model`, for chaining.
+
+    Raises:
+        CheckpointError: the file cannot be read, or holds another network or config.
     """
     if path is None:
         return model
     payload = read_checkpoint(path)
-    if payload["network"] != type(model).__name__ or payload["config"] != model.config:
+    source_config = {**WARM_START_OPTIONS, **payload["config"]}
+    target_config = {**WARM_START_OPTIONS, **model.config}
+    same_except_options = all(source_config[k] == target_config[k] for k in source_config if k not in WARM_START_OPTIONS)
+    if payload["network"] != type(model).__name__ or set(source_config) != set(target_config) or not same_except_options:
         raise CheckpointError(
             f"{path} holds a {payload['network']} with config {payload['config']}, but the network to initialize is a "
             f"{type(model).__name__} with config {model.config}. Start from a checkpoint of the same network."
         )
-    model.load_state_dict(payload["state_dict"], strict=True)
+    model.load_state_dict(_warm_start_state(payload["state_dict"], model.state_dict()), strict=True)
     return model
+
+
+def _warm_start_state(source: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """`source`'s weights in `target`'s shapes: extra input channels zero, biases the target lacks dropped."""
+    state = {}
+    for name, reference in target.items():
+        weights = source[name]
+        if weights.shape != reference.shape:  # a conv with extra input channels (the noise map)
+            extended = torch.zeros_like(reference)
+            extended[:, : weights.shape[1]] = weights
+            weights = extended
+        state[name] = weights
+    return state
 
 
 def load_model(path: Optional[PathLike] = None, device: Union[str, torch.device] = "auto") -> nn.Module:

@@ -28,10 +28,13 @@ from torch import nn
 
 from .attention import AttentionBlock
 from .dem import DynamicEnhancementModule
+from .noise_level import estimate_noise_level
 
 FEATURE_NAMES = ("stem", "down1", "down2", "attention", "dem", "up1", "up2")
 ENCODER_FEATURE_NAMES = FEATURE_NAMES[:5]
 SIZE_MULTIPLE = 4  # two stride-2 stages
+# The noise-map channel holds the slice's noise index times this: 1.0 is ~100 HU in the default window.
+NOISE_MAP_SCALE = 4096.0 / 100.0
 
 
 class AdaptiveMixup(nn.Module):
@@ -58,6 +61,8 @@ class TSCNet(nn.Module):
         attention_reduction: int = 8,
         offset_groups: int = 1,
         residual: bool = True,
+        noise_map: bool = False,
+        bias: bool = True,
         dcn_backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -72,8 +77,13 @@ class TSCNet(nn.Module):
             offset_groups=offset_groups,
             residual=residual,
         )
+        # Recorded only when set, so checkpoints of the plain network keep their config.
+        if noise_map:
+            self._config["noise_map"] = True
+        if not bias:
+            self._config["bias"] = False
         c = base_channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 7, padding=3), nn.ReLU(True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels + int(noise_map), c, 7, padding=3), nn.ReLU(True))
         self.down1 = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(True))
         self.down2 = nn.Sequential(nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), nn.ReLU(True))
         self.attention = nn.Sequential(*(AttentionBlock(4 * c, attention_reduction) for _ in range(num_attention_blocks)))
@@ -85,6 +95,8 @@ class TSCNet(nn.Module):
         self.mix2 = AdaptiveMixup(-0.6)
         self.up2 = nn.Sequential(nn.ConvTranspose2d(2 * c, c, 3, stride=2, padding=1, output_padding=1), nn.ReLU(True))
         self.head = nn.Conv2d(c, in_channels, 7, padding=3)
+        if not bias:
+            remove_biases(self)
 
     @property
     def config(self) -> Dict[str, Any]:
@@ -119,13 +131,21 @@ class TSCNet(nn.Module):
         return self._encode(pad_to_multiple(x)[0], keep_stem=True)
 
     def _encode(self, padded: torch.Tensor, keep_stem: bool) -> List[Optional[torch.Tensor]]:
-        stem = full_precision(self.stem, padded)
+        stem = full_precision(self.stem, self._with_noise_map(padded))
         down1 = self.down1(stem)
         if not keep_stem:
             stem = None  # not a skip connection: free the largest activation early at inference
         down2 = self.down2(down1)
         attended = self.attention(down2)
         return [stem, down1, down2, attended, self.dems(attended)]
+
+    def _with_noise_map(self, padded: torch.Tensor) -> torch.Tensor:
+        """The input, and with `noise_map` its slices' noise index as one more constant channel."""
+        if not self._config.get("noise_map"):
+            return padded
+        level = estimate_noise_level(padded) * NOISE_MAP_SCALE
+        noise_channel = level.view(-1, 1, 1, 1).to(padded.dtype).expand(-1, 1, *padded.shape[-2:])
+        return torch.cat([padded, noise_channel], dim=1)
 
     def _run(self, x: torch.Tensor, keep_features: bool) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         padded, (h, w) = pad_to_multiple(x)
@@ -136,6 +156,19 @@ class TSCNet(nn.Module):
         out = full_precision(self.head, up2)
         image = (padded - out if self._config["residual"] else out)[..., :h, :w]
         return image, (features + [up1, up2] if keep_features else [])
+
+
+def remove_biases(module: nn.Module) -> None:
+    """Drop every convolution's additive bias in `module` (a bias-free network, Mohan et al. 2020).
+
+    The deformable convolutions' offset/mask predictors keep theirs: they place the samples, they add
+    nothing to the intensities.
+    """
+    for name, layer in module.named_modules():
+        if name.endswith("offset_mask"):
+            continue
+        if isinstance(layer.__dict__.get("_parameters", {}).get("bias"), nn.Parameter):
+            layer.bias = None
 
 
 def full_precision(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -97,15 +97,23 @@ def cases() -> list[dict]:
     return loaded
 
 
-def simulate(case: dict, dose: float) -> np.ndarray:
-    simulator = LowDoseSimulator(LowDoseParameters(dose_fraction=dose, **EVAL_NOISE), threads=2)
+def simulate(case: dict, dose: float, fbp_filter: str = EVAL_NOISE["fbp_filter"]) -> np.ndarray:
+    """The case's low-dose slices under the evaluation noise model; cached, as simulating is the slow part."""
+    cache = DATA / "eval" / "cache" / f"ldct-{case['name']}@{dose}-{fbp_filter}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    noise = {**EVAL_NOISE, "fbp_filter": fbp_filter}
+    simulator = LowDoseSimulator(LowDoseParameters(dose_fraction=dose, **noise), threads=2)
     spacing = case["spacing"][0]
     streams = np.random.SeedSequence([SEED, int(dose * 1000)]).spawn(case["ndct"].shape[0])
     surrounding = None
     if case["crop"]:
         surrounding = simulator.line_integrals(*body_around(case["ndct"].shape[1:], spacing, CROP_BODY_WIDTH_MM))
-    return np.stack([simulator.simulate_slice(slice_hu, spacing, np.random.default_rng(streams[z]), surrounding)
-                     for z, slice_hu in enumerate(case["ndct"])])
+    low = np.stack([simulator.simulate_slice(slice_hu, spacing, np.random.default_rng(streams[z]), surrounding)
+                    for z, slice_hu in enumerate(case["ndct"])])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, low)
+    return low
 
 
 def _bm3d(volume: np.ndarray, sigma_hu: float) -> np.ndarray:
@@ -198,10 +206,11 @@ def markdown(results: dict, methods: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, doses, results: dict, settings: dict, seconds: dict) -> None:
+def write_report(out: Path, doses, results: dict, settings: dict, seconds: dict, fbp_filter: str) -> None:
     methods = list(next(iter(results.values())))
     out.mkdir(parents=True, exist_ok=True)
-    report = {"doses": doses, "noise_model": {k: str(v) for k, v in EVAL_NOISE.items()}, "results": results,
+    report = {"doses": doses, "noise_model": {k: str(v) for k, v in {**EVAL_NOISE, "fbp_filter": fbp_filter}.items()},
+              "results": results,
               "tuned_settings": settings, "seconds": seconds}
     (out / "benchmark.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "benchmark.md").write_text(markdown(results, methods))
@@ -213,6 +222,9 @@ def main() -> int:
     parser.add_argument("--doses", nargs="+", type=float, default=[0.1, 0.25, 0.5])
     parser.add_argument("--out", type=Path, default=REPO / "training" / "docs" / "benchmark")
     parser.add_argument("--no-baselines", action="store_true", help="models only (reuses nothing)")
+    parser.add_argument("--fbp-filter", default=EVAL_NOISE["fbp_filter"],
+                        help="reconstruction filter of the evaluation noise (training: ram-lak ... hann; "
+                             "'blackman' is smoother than any of them)")
     args = parser.parse_args()
     models = {path.stem: load_model(path, device="cpu") for path in args.models}
     results, settings, seconds = {}, {}, {}
@@ -220,11 +232,12 @@ def main() -> int:
     for dose in args.doses:  # every case at the first dose first: a run cut short still covers it
         for case in loaded:
             key = f"{case['name']}@{dose}"
-            low = simulate(case, dose)
+            low = simulate(case, dose, args.fbp_filter)
+            filter_tag = "" if args.fbp_filter == EVAL_NOISE["fbp_filter"] else f"-{args.fbp_filter}"
             rows = {"LDCT input": figures(low, case)}
             if not args.no_baselines:
                 started = time.perf_counter()
-                image, settings[f"{key} BM3D"] = bm3d_tuned(low, case["ndct"], DATA / "eval" / "cache" / f"{key}.npz")
+                image, settings[f"{key} BM3D"] = bm3d_tuned(low, case["ndct"], DATA / "eval" / "cache" / f"{key}{filter_tag}.npz")
                 seconds["BM3D (tuned)"] = seconds.get("BM3D (tuned)", 0.0) + time.perf_counter() - started
                 rows["BM3D (tuned)"] = figures(image, case)
                 image, settings[f"{key} diffusion"] = diffusion_tuned(low, case["ndct"], case["spacing"])
@@ -235,7 +248,7 @@ def main() -> int:
                 seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - started
             results[key] = rows
             print(key, {m: r["psnr_db"] for m, r in rows.items()}, flush=True)
-            write_report(args.out, args.doses, results, settings, seconds)  # after each case: partial runs count
+            write_report(args.out, args.doses, results, settings, seconds, args.fbp_filter)  # after each case: partial runs count
     print(markdown(results, list(next(iter(results.values())))))
     return 0
 

@@ -111,3 +111,27 @@ def test_initialize_from_copies_weights_of_the_same_network_only(tiny_net, tiny_
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), tiny_net.state_dict().values()))
     with pytest.raises(CheckpointError, match="same network"):
         initialize_from(TSCNet(**{**tiny_config, "residual": False}), path)
+
+
+def test_warm_start_adds_a_noise_map_channel_without_changing_the_output(tiny_net, tiny_config, tmp_path):
+    path = save_model(tiny_net, tmp_path / "plain.pt")
+    conditioned = initialize_from(TSCNet(**{**tiny_config, "noise_map": True}), path).eval()
+    assert conditioned.stem[0].weight.shape[1] == 2 and not conditioned.stem[0].weight[:, 1].any()
+    slices = 0.25 + 0.02 * torch.randn(2, 1, 24, 20)
+    with torch.no_grad():
+        assert torch.equal(conditioned(slices), tiny_net(slices))
+    loaded = load_model(save_model(conditioned, tmp_path / "conditioned.pt"), device="cpu")
+    assert loaded.config["noise_map"] is True
+    with torch.no_grad():
+        assert torch.equal(loaded(slices), conditioned(slices))
+
+
+def test_warm_start_into_a_bias_free_network_keeps_every_weight_but_the_biases(tiny_net, tiny_config, tmp_path):
+    path = save_model(tiny_net, tmp_path / "plain.pt")
+    bias_free = initialize_from(TSCNet(**{**tiny_config, "bias": False}), path)
+    source = tiny_net.state_dict()
+    for name, weights in bias_free.state_dict().items():
+        assert torch.equal(weights, source[name])
+    assert {n for n in source if n.endswith(".bias")} - set(bias_free.state_dict())
+    with pytest.raises(CheckpointError, match="same network"):  # other config changes still refused
+        initialize_from(TSCNet(**{**tiny_config, "noise_map": True, "base_channels": tiny_config["base_channels"] * 2}), path)

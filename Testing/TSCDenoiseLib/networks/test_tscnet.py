@@ -95,3 +95,27 @@ def test_dcn_backend_switch_keeps_the_output(tiny_net):
 def test_rejects_non_4d_input(tiny_net):
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         tiny_net(torch.rand(1, 16, 16))
+
+
+def test_noise_map_channel_tells_the_network_the_slices_noise_level(tiny_config):
+    torch.manual_seed(0)
+    net = TSCNet(**{**tiny_config, "noise_map": True}).eval()
+    with torch.no_grad():
+        net.stem[0].weight[:, 1] = 1.0  # make the noise channel matter
+        clean = torch.full((1, 1, 32, 32), 0.25)
+        noisy = clean + 0.02 * torch.randn(1, 1, 32, 32)
+        features = [net.encode(x)[0] for x in (clean, noisy)]
+        single = net(noisy)
+        batched = net(torch.cat([clean, noisy]))
+    # The stem of a noisy slice differs from the clean one's by more than its pixels' difference explains.
+    assert (features[1] - features[0]).mean() > 0.5
+    assert torch.allclose(batched[1:], single, atol=1e-6)  # each slice gets its own level, not the batch's
+
+
+def test_bias_free_network_has_no_additive_bias_but_the_sampling_offsets(tiny_config):
+    net = TSCNet(**{**tiny_config, "bias": False})
+    biases = [name for name, _ in net.named_parameters() if name.endswith("bias")]
+    assert biases and all(name.endswith("offset_mask.bias") for name in biases)
+    assert TSCNet(**net.config).config == net.config
+    with torch.no_grad():  # no bias: zero in, zero noise estimate out
+        assert not net(torch.zeros(1, 1, 16, 16)).any()
