@@ -234,3 +234,22 @@ def test_the_training_configs_have_the_model_zoo_train_properties(stage_file):
                               logging_file=False, bundle_root=str(BUNDLE))
     workflow.initialize()  # checks the stage name; builds nothing
     assert workflow.check_properties() == []
+
+
+@pytest.mark.slow
+def test_noise_conditioned_teacher_and_student_warm_start_from_plain_checkpoints(tmp_path):
+    """`teacher_init`/`student_init` carry plain weights into noise-map networks: same function at lr 0."""
+    train(tmp_path / "plain", stage="both", student_epochs=1, teacher_epochs=1)
+    plain = {role: tmp_path / "plain" / name for role, name in (("teacher", "teacher.pt"), ("student", "model.pt"))}
+    conditioned = {**TINY["network_config"], "noise_map": True}
+    train(tmp_path / "nm", stage="teacher", teacher_init=str(plain["teacher"]), network_config=conditioned,
+          learning_rate=0.0)
+    train(tmp_path / "nm", stage="student", teacher_checkpoint=str(tmp_path / "nm" / "teacher.pt"),
+          student_init=str(plain["student"]), network_config=conditioned, learning_rate=0.0)
+    slices = 0.25 + 0.02 * torch.randn(2, 1, 24, 24)
+    for role, name in (("teacher", "teacher.pt"), ("student", "model.pt")):
+        before, after = load_model(plain[role], device="cpu"), load_model(tmp_path / "nm" / name, device="cpu")
+        assert after.config["noise_map"] is True
+        with torch.no_grad():
+            assert torch.allclose(after(slices), before(slices), atol=1e-6)
+    assert read_checkpoint(tmp_path / "nm" / "teacher.pt")["metadata"]["teacher_init"] == "teacher.pt"

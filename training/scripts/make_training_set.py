@@ -77,11 +77,14 @@ def main() -> int:
     if not PYCERR.is_dir():
         print("note: pycerr's chest CT is missing (run training/scripts/fetch_pycerr_chest.py); head and phantoms only")
     distribution = AcquisitionDistribution()
-    rng = np.random.default_rng(SEED)
+    first_draws = np.random.default_rng(SEED)
     tasks, datalist = [], {"description": __doc__.strip().splitlines()[0], "training": [], "validation": []}
-    for source in sources():
+    for source_index, source in enumerate(sources()):
         volume, _, _ = load(source)
         for draw in range(args.draws):
+            # Draw 0 keeps the stream of the first data set; each later draw of each source has its own stream,
+            # so adding draws changes no existing pair and no two pairs share a noise seed.
+            rng = first_draws if draw == 0 else np.random.default_rng([SEED, draw, source_index])
             for start in range(0, volume.shape[0], args.chunk):
                 stop = min(start + args.chunk, volume.shape[0])
                 acquisition = distribution.draw(rng, in_body=source["crop"])
