@@ -174,6 +174,29 @@ class SimulateLowDosed(RandomizableTransform, MapTransform):
         return d
 
 
+class RandIdentityPaird(RandomizableTransform, MapTransform):
+    """With probability `prob`, replace ``ldct`` by a copy of ``ndct``: a pair with nothing to remove.
+
+    A denoiser that only ever sees noisier inputs learns to change every image; identity pairs teach a
+    noise-conditioned network to leave a slice as quiet as a normal-dose one alone.
+    """
+
+    def __init__(self, prob: float = 0.1, source_key: str = "ndct", output_key: str = "ldct") -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise InvalidInputError(f"identity pair probability must be in [0, 1], got {prob}.")
+        MapTransform.__init__(self, [source_key])
+        RandomizableTransform.__init__(self, prob)
+        self.source_key, self.output_key = source_key, output_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        if self._do_transform:
+            source = d[self.source_key]
+            d[self.output_key] = source.clone() if isinstance(source, torch.Tensor) else np.copy(source)
+        return d
+
+
 def scale_hu(keys: Sequence[str], window=None) -> ScaleIntensityRanged:
     """HU -> [0, 1] on a checkpoint's window, clipped: MONAI's ``ScaleIntensityRanged`` (as the bundle config)."""
     low, high = HUWindow.from_any(window).as_tuple()
@@ -187,10 +210,12 @@ def training_transforms(
     simulate: bool = False,
     dose_range: Sequence[float] = (0.25, 0.25),
     reader: str = DEFAULT_READER,
+    identity_pair_prob: float = 0.0,
 ) -> Compose:
     """Load a pair of volumes, check them, draw ``samples_per_volume`` paired 2D axial patches.
 
-    With ``simulate=True`` only ``ndct`` is loaded and ``ldct`` is simulated per slice. The bundle's
+    With ``simulate=True`` only ``ndct`` is loaded and ``ldct`` is simulated per slice; with
+    ``identity_pair_prob`` that fraction of patches gets ``ldct = ndct`` (:class:`RandIdentityPaird`). The bundle's
     ``train#preprocessing`` is the same list written in the config (a test keeps the two equal).
     """
     keys = ["ndct"] if simulate else list(PAIR_KEYS)
@@ -203,6 +228,8 @@ def training_transforms(
     ]
     if simulate:
         steps.append(SimulateLowDosed(dose_range=dose_range))
+    if identity_pair_prob:
+        steps.append(RandIdentityPaird(identity_pair_prob))
     steps += [
         RandSpatialCropd(keys=list(PAIR_KEYS), roi_size=(patch_size, patch_size), random_size=False),
         RandFlipd(keys=list(PAIR_KEYS), prob=0.5, spatial_axis=0),

@@ -212,14 +212,19 @@ def test_the_config_transforms_are_the_python_pipeline():
     parser.read_config(str(CONFIGS / "train.json"))
     parser.update({"bundle_root": str(BUNDLE), "patch_size": 32, "patches_per_volume": 3})
     entry = read_datalist(parser.get_parsed_content("datalist"))["validation"][0]
-    configured, python = parser.get_parsed_content("train#preprocessing"), training_transforms(None, 32, 3)
-    configured.set_random_state(seed=5)
-    python.set_random_state(seed=5)
-    patches, expected = configured(dict(entry)), python(dict(entry))
-    assert len(patches) == len(expected) == 3
-    for a, b in zip(patches, expected):
-        for key in ("ldct", "ndct"):
-            assert a[key].shape == (1, 32, 32) and torch.equal(a[key], b[key])
+    for identity_pair_prob in (0.0, 0.5):
+        parser["identity_pair_prob"] = identity_pair_prob
+        configured = parser.get_parsed_content("train#preprocessing", lazy=False)
+        python = training_transforms(None, 32, 3, identity_pair_prob=identity_pair_prob)
+        configured.set_random_state(seed=5)
+        python.set_random_state(seed=5)
+        patches, expected = configured(dict(entry)), python(dict(entry))
+        assert len(patches) == len(expected) == 3
+        for a, b in zip(patches, expected):
+            for key in ("ldct", "ndct"):
+                assert a[key].shape == (1, 32, 32) and torch.equal(a[key], b[key])
+        identical = sum(torch.equal(p["ldct"], p["ndct"]) for p in patches)
+        assert (identical > 0) == (identity_pair_prob > 0)  # seed 5 draws at least one identity pair at 0.5
     a, b = parser.get_parsed_content("validate#preprocessing")(dict(entry)), volume_transforms(None)(dict(entry))
     for key in ("ldct", "ndct"):
         assert 0 <= float(a[key].min()) < float(a[key].max()) <= 1 and torch.equal(a[key], b[key])
