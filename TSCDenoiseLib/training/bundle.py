@@ -18,6 +18,7 @@ import torch
 
 from ..errors import InvalidInputError, TSCDenoiseError
 from .data import read_datalist
+from .transforms import PAIR_KEYS
 
 STATE_KEYS = ("network", "optimizer", "lr_scheduler", "trainer")
 STAGES = ("both", "teacher", "student")
@@ -104,7 +105,10 @@ def read_training_datalist(path: str | Path, simulate_low_dose: bool = False) ->
                 )
     except InvalidInputError as error:
         raise InvalidInputError(f"{error} (bundle key 'datalist')") from None
-    return splits
+    # Other fields describe a pair (its source, its simulated acquisition); they are not inputs, and entries
+    # with different ones could not be batched together.
+    return {split: [{k: v for k, v in entry.items() if k in PAIR_KEYS} for entry in entries]
+            for split, entries in splits.items()}
 
 
 def read_training_state(path: str | Path) -> dict:

@@ -258,3 +258,16 @@ def test_noise_conditioned_teacher_and_student_warm_start_from_plain_checkpoints
         with torch.no_grad():
             assert torch.allclose(after(slices), before(slices), atol=1e-6)
     assert read_checkpoint(tmp_path / "nm" / "teacher.pt")["metadata"]["teacher_init"] == "teacher.pt"
+
+
+def test_pairs_with_different_records_batch_together(tmp_path):
+    """A datalist's descriptive fields (source, simulated acquisition) differ per pair; batching must not care."""
+    base = BUNDLE.parent / "Resources" / "SampleData"
+    sample = json.loads((base / "datalist.json").read_text())
+    absolute = [{key: str(base / entry[key]) for key in ("ndct", "ldct")} for entry in sample["training"]]
+    training = [{**absolute[0], "source": "a", "acquisition": {"dose_fraction": 0.1, "fbp_filter": "hann"}},
+                {**absolute[0], "source": "b", "acquisition": {"dose_fraction": 0.2, "body_width_mm": 300.0}}]
+    validation = [{key: str(base / entry[key]) for key in ("ndct", "ldct")} for entry in sample["validation"]]
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": training, "validation": validation}))
+    train(tmp_path / "run", stage="teacher", datalist=str(tmp_path / "datalist.json"), volumes_per_batch=2)
+    assert (tmp_path / "run" / "teacher.pt").is_file()
