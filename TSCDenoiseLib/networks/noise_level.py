@@ -44,7 +44,8 @@ def estimate_noise_level(x: torch.Tensor, band: Tuple[float, float] = DEFAULT_BA
         A tensor of shape (N,): the estimated noise std of each slice (0 where no pixel is in the band).
     """
     image = x[:, :1].float()
-    response = F.conv2d(image, _immerkaer_kernel(image.device)).abs()
+    with torch.autocast(image.device.type, enabled=False):  # a bf16 convolution would round the noise away
+        response = F.conv2d(image, _immerkaer_kernel(image.device)).abs()
     centre = image[:, :, 1:-1, 1:-1]
     inside = ((centre >= band[0]) & (centre <= band[1])).float()
     first = _masked_mean(response, inside)

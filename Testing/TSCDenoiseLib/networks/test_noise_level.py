@@ -27,3 +27,11 @@ def test_pixels_outside_the_band_are_ignored_and_each_slice_is_its_own():
     levels = estimate_noise_level(torch.cat([quiet, noisy]))
     assert abs(levels[0].item() / 0.005 - 1) < 0.1 and abs(levels[1].item() / 0.02 - 1) < 0.1
     assert estimate_noise_level(torch.full((1, 1, 32, 32), 0.9)).item() == 0.0  # nothing in the band
+
+
+def test_the_estimate_is_the_same_under_bf16_autocast():
+    image = _flat(0.004)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = estimate_noise_level(image)
+    assert under_autocast.dtype == torch.float32
+    assert torch.allclose(under_autocast, estimate_noise_level(image), rtol=1e-5)
