@@ -37,9 +37,29 @@ def save_model(
     role: str = "student",
     hu_window: Union[HUWindow, Sequence[float], None] = None,
     overwrite: bool = False,
+    half_precision: bool = False,
     **metadata: Any,
 ) -> Path:
-    """Write `model` as a checkpoint file (atomically: temp file + rename); returns the path."""
+    """Write `model` as a checkpoint file (atomically: temp file + rename); returns the path.
+
+    Args:
+        model: the network (a DataParallel/DDP wrapper is unwrapped).
+        path: the file to write.
+        role: "student" (denoises) or "teacher".
+        hu_window: the HU window the network was trained on (default: the model's own, else the default).
+        overwrite: replace an existing file.
+        half_precision: store floating-point weights as float16 (half the size); loading turns them back
+            into float32, so only the rounding of the weights changes.
+        **metadata: recorded in the checkpoint (training settings, provenance).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: an unknown role or a network this format does not describe.
+        OutputExistsError: the file exists and `overwrite` is False.
+        OSError: the file cannot be written (nothing is left behind).
+    """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
@@ -56,11 +76,24 @@ def save_model(
         "hu_window": list(window.as_tuple()),
         "role": role,
         "metadata": dict(metadata),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: _stored(v, half_precision) for k, v in model.state_dict().items()},
     }
     buffer = io.BytesIO()  # torch's file writer can abort the process on a full disk; Python's raises OSError
     torch.save(payload, buffer)
     return write_bytes_atomically(path, buffer.getvalue(), overwrite)
+
+
+def _stored(tensor: torch.Tensor, half_precision: bool) -> torch.Tensor:
+    tensor = tensor.detach().cpu()
+    if half_precision and tensor.is_floating_point():
+        return tensor.to(torch.float16)
+    return tensor.clone()
+
+
+def _float32_weights(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """Half-precision weights of a checkpoint as float32 (the networks compute in float32)."""
+    return {k: v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16 else v
+            for k, v in state_dict.items()}
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
@@ -128,7 +161,7 @@ def model_from_checkpoint(payload: Dict[str, Any], source: str = "checkpoint") -
         raise CheckpointError(f"{source} has a network config this TSCDenoise cannot build: {exc}.") from None
     try:
         # assign: the loaded tensors become the parameters (no copy); strict: every one of them must be there
-        model.load_state_dict(payload["state_dict"], strict=True, assign=True)
+        model.load_state_dict(_float32_weights(payload["state_dict"]), strict=True, assign=True)
         _check_materialized(model)
     except RuntimeError as exc:
         raise CheckpointError(

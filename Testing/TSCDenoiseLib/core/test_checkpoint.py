@@ -135,3 +135,17 @@ def test_warm_start_into_a_bias_free_network_keeps_every_weight_but_the_biases(t
     assert {n for n in source if n.endswith(".bias")} - set(bias_free.state_dict())
     with pytest.raises(CheckpointError, match="same network"):  # other config changes still refused
         initialize_from(TSCNet(**{**tiny_config, "noise_map": True, "base_channels": tiny_config["base_channels"] * 2}), path)
+
+
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tiny_net, tmp_path):
+    full = save_model(tiny_net, tmp_path / "full.pt")
+    half = save_model(tiny_net, tmp_path / "half.pt", half_precision=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert all(v.dtype == torch.float16 for v in read_checkpoint(half)["state_dict"].values() if v.is_floating_point())
+    model = load_model(half, device="cpu")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    slices = torch.rand(1, 1, 24, 24)
+    with torch.no_grad():
+        assert (model(slices) - tiny_net(slices)).abs().max() < 1e-2  # only the weights' rounding differs
+    warm = initialize_from(TSCNet(**tiny_net.config), half)
+    assert all(p.dtype == torch.float32 for p in warm.parameters())
