@@ -5,8 +5,9 @@ model, the pairs, the loop, the safeguard and the report are one module each.
 """
 
 from .adapt import adapt_model
+from .files import adapt_file
 from .finetune import TrainSettings
 from .metadata import adaptation_metadata, save_adapted_model
 from .report import AdaptationReport
 
-__all__ = ["adapt_model", "AdaptationReport", "TrainSettings", "adaptation_metadata", "save_adapted_model"]
+__all__ = ["adapt_model", "adapt_file", "AdaptationReport", "TrainSettings", "adaptation_metadata", "save_adapted_model"]

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 class AdaptationReport:
     """The outcome of `adapt_model`; `summary()` is the one line for logs, `as_metadata()` goes in checkpoints."""
 
-    used: str  # "adapted" or "original"
+    used: str  # "adapted" or "original": the model returned
     strategy: str
     steps: int
     seconds: float
@@ -28,6 +28,7 @@ class AdaptationReport:
     noise_std_hu: Optional[float] = None  # the scan's median noise std, as the noise model measured it
     noise_rois: int = 0
     reason: str = ""
+    verdict: str = ""  # the safeguard's choice ("adapted" or "original"), even when the caller turned it off
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
