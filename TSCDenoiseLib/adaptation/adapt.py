@@ -113,7 +113,7 @@ def adapt_model(
     reason = "" if verdict.use_adapted else (
         "worse on held-out tiles" if verdict.adapted_risk >= verdict.original_risk else
         "no significant held-out gain" if verdict.conservative_gain > 0 else
-        "its gain rests on the noise estimate: it loses if the noise is 20 % weaker")
+        "its gain rests on the noise estimate: it loses if the noise is 10 % weaker")
     return chosen, AdaptationReport(
         "adapted" if keep else "original", steps=taken, seconds=time.monotonic() - started,
         training_seconds=training_seconds, original_risk=verdict.original_risk, adapted_risk=verdict.adapted_risk,
