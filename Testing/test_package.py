@@ -57,7 +57,7 @@ from TSCDenoiseLib.networks import TSCNet
 net = TSCNet(base_channels=4, num_attention_blocks=1, num_dems=1).eval()
 volume = np.random.default_rng(0).normal(40.0, 20.0, (2, 24, 24)).astype(np.float32)
 out = denoise_volume(volume, net, device="cpu")
-adapt_model(np.random.default_rng(1).normal(40.0, 20.0, (2, 48, 48)).astype(np.float32), net, steps=1, device="cpu")
+adapt_model(np.random.default_rng(1).normal(40.0, 20.0, (2, 128, 128)).astype(np.float32), net, steps=1, device="cpu")
 with tempfile.TemporaryDirectory() as folder:
     write_ct(out, VolumeGeometry(), Path(folder) / "x.nii.gz")
     read_ct(Path(folder) / "x.nii.gz")

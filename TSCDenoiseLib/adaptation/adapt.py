@@ -24,6 +24,7 @@ THIN_SLICE_MM = 1.5  # adjacent slices share anatomy closely enough at or below 
 SCORING_MARGIN = 1.3  # the adapted model's scoring is predicted from the original's, with this margin
 ProgressFn = Callable[[int, int], None]
 PROGRESS_TOTAL = 1000
+PATCHES_ACROSS = 8
 
 
 def adapt_model(
@@ -87,7 +88,7 @@ def adapt_model(
     if held.tiles < 2:
         return model, AdaptationReport("original", steps=0, seconds=time.monotonic() - started, training_seconds=0.0,
                                        reason="too little tissue in the held-out part to judge an adapted model",
-                                       **common)
+                                       verdict="original", **common)
     trainee = copy.deepcopy(model).to(target)
     scoring_started = time.monotonic()
     original_scores = score(trainee, held, target)  # the copy is still identical to `model`
@@ -102,7 +103,8 @@ def adapt_model(
     if taken == 0:
         return model, AdaptationReport("original", steps=0, seconds=time.monotonic() - started,
                                        training_seconds=training_seconds,
-                                       reason=f"the budget of {budget_s:g} s left no time to train", **common)
+                                       reason=f"the budget of {budget_s:g} s left no time to train",
+                                       verdict="original", **common)
     verdict = compare(original_scores, score(trainee, held, target))
     if progress is not None:
         progress(PROGRESS_TOTAL, PROGRESS_TOTAL)
@@ -141,9 +143,12 @@ def _checked(settings: TrainSettings, strategy: str, shape: Sequence[int], spaci
         raise InvalidInputError(
             f"Adjacent-slice adaptation needs 3 or more slices of at most {THIN_SLICE_MM} mm "
             f"(this scan: {shape[0]} slices of {float(spacing[2]):g} mm); use strategy r2r.")
-    patch = min(settings.patch, shape[1] // 2, shape[2] // 2)  # held-out tiles must leave room for patches
+    # 8 tiles across, a quarter of them held out, so small slices (a 128^2 crop, a 256^2 head) still hold
+    # enough held-out tissue to judge the adapted model
+    patch = min(settings.patch, shape[1] // PATCHES_ACROSS, shape[2] // PATCHES_ACROSS)
     if patch < 16:
-        raise InvalidInputError(f"The scan's slices ({shape[1]} x {shape[2]}) are too small to adapt to (32 x 32 at least).")
+        raise InvalidInputError(f"The scan's slices ({shape[1]} x {shape[2]}) are too small to adapt to "
+                                f"({16 * PATCHES_ACROSS} x {16 * PATCHES_ACROSS} at least).")
     return TrainSettings(strategy=strategy, patch=patch, batch=settings.batch, learning_rate=settings.learning_rate,
                          alpha=settings.alpha)
 

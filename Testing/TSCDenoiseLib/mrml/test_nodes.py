@@ -343,7 +343,7 @@ def test_worker_errors_reach_on_finished_as_the_engines_message(scene, tmp_path)
 
 def test_adapt_option_adapts_in_the_worker_logs_the_result_then_denoises(scene, tiny_net, tmp_path):
     checkpoint = save_model(tiny_net, tmp_path / "student.pt")
-    source = _volume_node(scene, voxels=_ct((3, 80, 80)))
+    source = _volume_node(scene, voxels=_ct((3, 128, 128)))
     before = arrayFromVolume(source).copy()
     progress, logs, finished = [], [], []
     run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=2, adapt_seconds=4, work_dir=tmp_path,
@@ -368,7 +368,7 @@ def test_adapt_option_adapts_in_the_worker_logs_the_result_then_denoises(scene, 
 
 def test_cancel_during_adaptation_finishes_cancelled_and_leaves_the_scene_alone(scene, tiny_net, tmp_path):
     checkpoint = save_model(tiny_net, tmp_path / "student.pt")
-    source = _volume_node(scene, voxels=_ct((3, 80, 80)))
+    source = _volume_node(scene, voxels=_ct((3, 128, 128)))
     nodes_before = scene.GetNumberOfNodes()
     finished = []
     run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", adapt_seconds=600, work_dir=tmp_path,
