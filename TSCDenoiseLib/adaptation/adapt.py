@@ -120,7 +120,8 @@ def adapt_model(
         "adapted" if keep else "original", steps=taken, seconds=time.monotonic() - started,
         training_seconds=training_seconds, original_risk=verdict.original_risk, adapted_risk=verdict.adapted_risk,
         standard_error=verdict.standard_error, original_rmse_hu=verdict.original_rmse_hu,
-        adapted_rmse_hu=verdict.adapted_rmse_hu, gain_db=verdict.gain_db, reason=reason,
+        adapted_rmse_hu=verdict.adapted_rmse_hu, gain_db=verdict.gain_db, conservative_gain=verdict.conservative_gain,
+        reason=reason,
         verdict="adapted" if verdict.use_adapted else "original", **common)
 
 

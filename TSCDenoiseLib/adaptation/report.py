@@ -25,6 +25,7 @@ class AdaptationReport:
     original_rmse_hu: Optional[float] = None  # sqrt of the risks
     adapted_rmse_hu: Optional[float] = None
     gain_db: Optional[float] = None
+    conservative_gain: Optional[float] = None  # risk decrease (HU^2) with 0.8 of the estimated noise variance
     noise_std_hu: Optional[float] = None  # the scan's median noise std, as the noise model measured it
     noise_rois: int = 0
     reason: str = ""

@@ -72,7 +72,8 @@ def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bo
         candidate = unseen.figures(image, case)
         rows[f"{strategy} candidate"] = dict(candidate, seconds=round(seconds, 1), steps=report.steps,
                                              verdict=report.verdict, estimated_gain_db=round(report.gain_db or 0.0, 3),
-                                             noise_std_hu=round(report.noise_std_hu or 0.0, 1))
+                                             noise_std_hu=round(report.noise_std_hu or 0.0, 1),
+                                             report=report.as_metadata())
         rows[f"{strategy} returned"] = dict(candidate if report.verdict == "adapted" else rows["default model"],
                                             verdict=report.verdict)
     return rows
