@@ -120,6 +120,8 @@ class TSCDenoiseParameterNode:
     autoSlabSize, slabSize - axial slices per forward pass: chosen from free memory, or slabSize.
     mixedPrecision - bf16/fp16 autocast on CUDA (ignored on the CPU).
     createDifferenceVolume - also make "<input> - denoised" to see what was removed.
+    adaptToScan, adaptSeconds - first fine-tune a copy of the model on this scan (self-supervised), for up to
+        adaptSeconds; a held-out check keeps the original model when the adapted one is not better.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -131,6 +133,8 @@ class TSCDenoiseParameterNode:
     slabSize: Annotated[int, WithinRange(1, 512)] = 8
     mixedPrecision: bool = True
     createDifferenceVolume: bool = False
+    adaptToScan: bool = False
+    adaptSeconds: Annotated[int, WithinRange(10, 3600)] = 300
 
 
 #
@@ -228,6 +232,7 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node and self.ui.modelPathLineEdit.currentPath != node.modelPath:
             self.ui.modelPathLineEdit.currentPath = node.modelPath
         self.ui.slabSizeSpinBox.enabled = bool(node) and not node.autoSlabSize and not running
+        self.ui.adaptSecondsSpinBox.enabled = bool(node) and node.adaptToScan and not running
         self.ui.settingsCollapsibleButton.enabled = not running
         self.ui.loadSampleButton.enabled = not running
         self.ui.applyButton.text = _("Cancel") if running else _("Denoise")
@@ -305,6 +310,7 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     modelPath=None if node.useDefaultModel else node.modelPath,
                     device=node.device, slabSize="auto" if node.autoSlabSize else node.slabSize,
                     mixedPrecision=node.mixedPrecision, createDifference=node.createDifferenceVolume,
+                    adaptSeconds=node.adaptSeconds if node.adaptToScan else 0,
                     onStatus=self.onStatus, onProgress=self.onProgress, onLog=self.onLog, onFinished=self.onFinished)
         except Exception:  # already shown to the user (message, with the traceback under Details)
             return
@@ -321,7 +327,11 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onProgress(self, done: int, total: int, secondsLeft: Optional[float]) -> None:
         self.ui.progressBar.maximum = total
         self.ui.progressBar.value = done
-        if secondsLeft is not None:
+        run = self.logic.lastRun
+        if secondsLeft is not None and run is not None and run.phase == "adapting":
+            self.ui.estimateLabel.text = _("Adapting to this scan, about {left} left").format(
+                left=deviceProbe.format_duration(secondsLeft))
+        elif secondsLeft is not None:
             self.ui.estimateLabel.text = _("{done} of {total} slices, about {left} left").format(
                 done=done, total=total, left=deviceProbe.format_duration(secondsLeft))
 
@@ -340,6 +350,8 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showComparison(run.input_node, outputVolume, self.ui.fadeSlider.value)
             self.ui.statusLabel.text = _("Done in {seconds:.1f} s; the network ran at {rate:.2f} slices/s.").format(
                 seconds=run.seconds or 0.0, rate=run.slices_per_second or 0.0)
+            if run.adaptation:
+                self.ui.statusLabel.text += "\n" + run.adaptation.get("summary", "")
         self.updateGui()
 
     def onFadeChanged(self, value: float) -> None:
@@ -384,12 +396,14 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
 
     def startDenoising(self, inputVolume, outputVolume=None, modelPath=None, device="auto", slabSize="auto",
                        mixedPrecision=True, createDifference=False, onStatus=None, onProgress=None, onLog=None,
-                       onFinished=None):
+                       onFinished=None, adaptSeconds=0):
         """Start denoising `inputVolume` in a PythonSlicer process and return at once.
 
         The callbacks are called from the logic's timer: onStatus(text), onProgress(done, total,
         secondsLeft), onLog(line) and, once, onFinished(outputVolume or None, error or None). The output
-        node (new when None) is filled only when the whole result is there.
+        node (new when None) is filled only when the whole result is there. With adaptSeconds > 0 the worker
+        first adapts a copy of the model to this scan for up to that long (progress then counts thousandths of
+        the budget; the log gets the held-out gain and which model was used).
 
         Returns:
             The TSCDenoiseLib.mrml.run.NodeDenoiseRun being followed (also `self.lastRun`).
@@ -404,7 +418,7 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError(_("A denoising run is already going on; cancel it first."))
         run = NodeDenoiseRun(
             inputVolume, outputVolume, model_path=modelPath, device=device, slab_size=slabSize, amp=mixedPrecision,
-            create_difference=createDifference, python_executable=_pythonExecutable(),
+            create_difference=createDifference, adapt_seconds=adaptSeconds, python_executable=_pythonExecutable(),
             work_dir=slicer.app.temporaryPath, launch=_launchHidden, on_status=onStatus, on_progress=onProgress,
             on_log=_logTo(onLog), on_finished=onFinished)
         run.start()  # raises with nothing left behind (its temporary folder is removed)
@@ -422,14 +436,15 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
             self._timer.stop()
 
     def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", slabSize="auto",
-                mixedPrecision=True, createDifference=False, waitForCompletion=True):
+                mixedPrecision=True, createDifference=False, waitForCompletion=True, adaptSeconds=0):
         """Denoise from a script: the same worker process as the button.
 
         With waitForCompletion (default) it returns the output node once done (raising the run's error,
         e.g. DenoiseCancelled); otherwise it returns the running NodeDenoiseRun.
         """
         run = self.startDenoising(inputVolume, outputVolume, modelPath=modelPath, device=device, slabSize=slabSize,
-                                  mixedPrecision=mixedPrecision, createDifference=createDifference)
+                                  mixedPrecision=mixedPrecision, createDifference=createDifference,
+                                  adaptSeconds=adaptSeconds)
         if not waitForCompletion:
             return run
         while self.isRunning:
@@ -710,6 +725,8 @@ class TSCDenoiseTest(ScriptedLoadableModuleTest):
         self.test_CancelStopsWithoutOutput()
         self.setUp()
         self.test_InputIsRefusedAsOutput()
+        self.setUp()
+        self.test_AdaptToScanRunsInTheWorker()
 
     def _sampleSlab(self, slices: int = 3):
         """The first `slices` slices of the bundled low-dose sample, with its geometry, and the reference."""
@@ -790,6 +807,21 @@ class TSCDenoiseTest(ScriptedLoadableModuleTest):
         self.assertEqual(len(finished), 1)
         self.assertIsInstance(finished[0], TSCDenoiseLib.DenoiseCancelled)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+
+    def test_AdaptToScanRunsInTheWorker(self):
+        self.delayDisplay("Adapt to this scan first: the worker adapts, logs the held-out result, then denoises")
+        slab, _reference = self._sampleSlab(3)
+        logs = []
+        logic = TSCDenoiseLogic()
+        logic.startDenoising(slab, device="cpu", slabSize=1, adaptSeconds=10, onLog=logs.append)
+        while logic.isRunning:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        run = logic.lastRun
+        self.assertIsNone(run.error)
+        self.assertIn(run.adaptation["used"], ("adapted", "original"))
+        self.assertTrue(any(line.startswith("Adaptation (") for line in logs))
+        self.assertEqual(slicer.util.arrayFromVolume(run.output_node).shape, slicer.util.arrayFromVolume(slab).shape)
 
     def test_InputIsRefusedAsOutput(self):
         slab, _reference = self._sampleSlab(1)

@@ -68,21 +68,51 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     """Denoise a CT file or DICOM folder into a new file or DICOM folder."""
     from .io.pipeline import denoise_file, output_kind
 
-    with _progress_bar("denoising", quiet=args.json) as progress:
+    if args.save_adapted is not None and not args.adapt:
+        raise InvalidInputError("--save-adapted needs --adapt: it saves the model adapted to this scan.")
+    _check_budget(args.adapt_seconds)
+    with _progress_bar("denoising", quiet=args.json) as progress, \
+            _progress_bar("adapting", quiet=args.json, unit="‰") as adapt_progress:
         done = denoise_file(args.input, args.output, args.model, device=args.device,
                             slab_size=_slab_size(args.slab_size), amp=args.amp, overwrite=args.overwrite,
                             progress=progress, notify=_say, check_hu=args.check_hu,
-                            resample=args.resample)
+                            resample=args.resample, adapt=args.adapt, adapt_seconds=args.adapt_seconds,
+                            save_adapted=args.save_adapted, adapt_progress=adapt_progress)
     result = {"input": args.input, "output": str(done.output), "format": output_kind(done.output),
               "model": str(done.model), "device": done.device, "slab_size": done.slab_size,
               "slices": done.slices, "read_s": round(done.read_s, 3), "denoise_s": round(done.denoise_s, 3),
               "write_s": round(done.write_s, 3), "slices_per_second": round(done.slices_per_second, 3)}
+    if done.adaptation is not None:
+        result["adaptation"] = done.adaptation.as_metadata()
+        result["saved_adapted"] = args.save_adapted
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"denoised {result['slices']} slices in {result['denoise_s']:.2f} s ({result['slices_per_second']:.2f} "
               f"slices/s; read {result['read_s']:.2f} s, write {result['write_s']:.2f} s) -> {done.output}")
     return EXIT_OK
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """Fine-tune a copy of the model on one scan (self-supervised) and save it as a checkpoint."""
+    from .adaptation import adapt_file
+
+    _check_budget(args.seconds)
+    if not 0 <= args.seed < 2**63:
+        raise InvalidInputError(f"--seed must be a non-negative integer, got {args.seed}.")
+    with _progress_bar("adapting", quiet=args.json, unit="‰") as progress:
+        path, report = adapt_file(args.input, args.out, args.model, budget_s=args.seconds, seed=args.seed,
+                                  device=args.device, overwrite=args.overwrite, progress=progress, notify=_say)
+    if args.json:
+        print(json.dumps({"input": args.input, "output": str(path), "adaptation": report.as_metadata()}, indent=2))
+    else:
+        print(f"{report.summary()} -> {path}")
+    return EXIT_OK
+
+
+def _check_budget(seconds: float) -> None:
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidInputError(f"The adaptation time budget must be a positive number of seconds, got {seconds}.")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -263,9 +293,10 @@ def _slab_size(text: str):
 class _progress_bar:
     """tqdm bar over slices, fed by denoise_volume's progress(done, total) hook."""
 
-    def __init__(self, description: str, quiet: bool = False) -> None:
+    def __init__(self, description: str, quiet: bool = False, unit: str = "slice") -> None:
         self.description = description
         self.quiet = quiet
+        self.unit = unit
         self.bar = None
 
     def __enter__(self):
@@ -273,7 +304,8 @@ class _progress_bar:
 
         def update(done: int, total: int) -> None:
             if self.bar is None:
-                self.bar = tqdm(total=total, desc=self.description, unit="slice", file=sys.stderr, disable=self.quiet)
+                self.bar = tqdm(total=total, desc=self.description, unit=self.unit, file=sys.stderr,
+                                disable=self.quiet)
             self.bar.update(done - self.bar.n)
 
         return update
@@ -285,7 +317,7 @@ class _progress_bar:
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "info": cmd_info, "demo": cmd_demo, "denoise": cmd_denoise, "simulate": cmd_simulate,
-    "evaluate": cmd_evaluate, "export": cmd_export,
+    "evaluate": cmd_evaluate, "export": cmd_export, "adapt": cmd_adapt,
 }
 
 
@@ -309,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(commands)
     _add_evaluate(commands)
     _add_export(commands)
+    _add_adapt(commands)
     return parser
 
 
@@ -345,6 +378,13 @@ def _add_denoise(commands) -> None:
     _add_check_hu(denoise)
     denoise.add_argument("--no-amp", dest="amp", action="store_false", help="the exact fp32 path (default: the fastest one: channels-last, plus bf16/fp16 autocast on CUDA and bf16 on CPUs with AMX)")
     denoise.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    denoise.add_argument("--adapt", action="store_true",
+                         help="first fine-tune a copy of the model on this scan (self-supervised, no reference needed); "
+                              "a held-out check keeps the original model if the adapted one is not better")
+    denoise.add_argument("--adapt-seconds", type=float, default=300.0, metavar="N",
+                         help="time budget of --adapt in seconds (default 300)")
+    denoise.add_argument("--save-adapted", metavar="PATH",
+                         help="with --adapt: also save the model used as a checkpoint (.pt), e.g. for the rest of a series")
     denoise.add_argument("--resample", action="store_true",
                          help="for a .nii/.nrrd/.mha OUTPUT, resample a DICOM series with missing, unevenly spaced or "
                               "tilted slices onto a regular grid (linear interpolation) instead of refusing it; a DICOM "
@@ -387,6 +427,26 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     _add_runtime_options(evaluate)
     _add_check_hu(evaluate)
+
+
+def _add_adapt(commands) -> None:
+    adapt = commands.add_parser(
+        "adapt", help="fine-tune the model on one scan (self-supervised) and save it as a new checkpoint",
+        description="Learn this scan's own noise: a copy of the model is fine-tuned on INPUT alone (no normal-dose "
+                    "reference), within a time budget. Part of the scan is held out; if the adapted model is not "
+                    "better there (Stein's unbiased risk estimate), the original is kept. The checkpoint says "
+                    "which, and on what it was adapted; use it with 'tscdenoise denoise --model'.",
+        epilog="example:\n  tscdenoise adapt ldct.nii.gz --out adapted.pt --seconds 300\n"
+               "  tscdenoise denoise ldct.nii.gz denoised.nii.gz --model adapted.pt",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    adapt.add_argument("input", help=f"the low-dose CT to adapt to: {CT_PATHS}")
+    adapt.add_argument("--out", required=True, help="the adapted checkpoint to write (.pt)")
+    adapt.add_argument("--model", help="checkpoint to start from (default: the bundled default model)")
+    adapt.add_argument("--seconds", type=float, default=300.0, help="time budget in seconds (default 300)")
+    adapt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    adapt.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda, cuda:N or mps")
+    adapt.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    adapt.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
 def _add_export(commands) -> None:

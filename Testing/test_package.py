@@ -48,6 +48,7 @@ import TSCDenoiseLib, TSCDenoiseLib.cli, TSCDenoiseLib.demo
 import TSCDenoiseLib.core.checkpoint, TSCDenoiseLib.core.device, TSCDenoiseLib.core.export, TSCDenoiseLib.core.metrics
 import TSCDenoiseLib.core.resources, TSCDenoiseLib.io.pipeline, TSCDenoiseLib.mrml.background, TSCDenoiseLib.mrml.worker
 import TSCDenoiseLib.mrml.nodes
+from TSCDenoiseLib.adaptation import adapt_model
 from TSCDenoiseLib.core.inference import denoise_volume
 from TSCDenoiseLib.io import VolumeGeometry, read_ct, write_ct
 from TSCDenoiseLib.networks import TSCNet
@@ -56,6 +57,7 @@ from TSCDenoiseLib.networks import TSCNet
 net = TSCNet(base_channels=4, num_attention_blocks=1, num_dems=1).eval()
 volume = np.random.default_rng(0).normal(40.0, 20.0, (2, 24, 24)).astype(np.float32)
 out = denoise_volume(volume, net, device="cpu")
+adapt_model(np.random.default_rng(1).normal(40.0, 20.0, (2, 128, 128)).astype(np.float32), net, steps=1, device="cpu")
 with tempfile.TemporaryDirectory() as folder:
     write_ct(out, VolumeGeometry(), Path(folder) / "x.nii.gz")
     read_ct(Path(folder) / "x.nii.gz")

@@ -28,6 +28,7 @@ class DenoisedFile:
     read_s: float
     denoise_s: float
     write_s: float
+    adaptation: Optional[object] = None  # the AdaptationReport when the model was adapted first
 
     @property
     def slices_per_second(self) -> float:
@@ -52,6 +53,10 @@ def denoise_file(
     notify: Optional[Callable[[str], None]] = None,
     check_hu: bool = True,
     resample: bool = False,
+    adapt: bool = False,
+    adapt_seconds: float = 300.0,
+    save_adapted: Optional[PathLike] = None,
+    adapt_progress: Optional[Callable[[int, int], None]] = None,
 ) -> DenoisedFile:
     """Denoise the CT at `input_path` (DICOM folder/file, NIfTI, NRRD, MHA) into `output_path`.
 
@@ -76,6 +81,12 @@ def denoise_file(
             when the checkpoint is a teacher (trained to reconstruct normal dose, not to denoise).
         check_hu: refuse values that do not look like HU (False: skip that plausibility check).
         resample: for an image-file output, resample a DICOM series off a regular grid instead of refusing it.
+        adapt: first fine-tune a copy of the model on this scan (`adaptation.adapt_model`, self-supervised,
+            with its safeguard); `notify` hears what the held-out criterion gained and which model is used.
+        adapt_seconds: the adaptation's time budget.
+        save_adapted: also save the model used (adapted or, if the safeguard kept it, the original) as a
+            checkpoint there (checked before any work, written atomically, replaced only with `overwrite`).
+        adapt_progress: `adapt_progress(done, total)` during the adaptation (total 1000).
 
     Returns:
         A DenoisedFile: the output path (the object is usable as a path), the model, device, slab size,
@@ -98,6 +109,12 @@ def denoise_file(
         raise InvalidInputError("Give both an input CT and an output path, e.g. --input ct.nii.gz --output denoised.nii.gz.")
     input_path, output_path = Path(input_path), Path(output_path)
     kind = check_output_path(input_path, output_path, overwrite)
+    if save_adapted is not None:
+        from ..core.atomic import check_output
+
+        if not adapt:
+            raise InvalidInputError("--save-adapted needs --adapt: it saves the model adapted to this scan.")
+        check_output(save_adapted, overwrite, kind="file", inputs=[input_path, output_path])
     say = notify or (lambda message: None)
     started = time.perf_counter()
     volume, geometry = read_ct(input_path, irregular_slices=irregular_slices(input_path, kind, resample), notify=say)
@@ -108,6 +125,19 @@ def denoise_file(
     warning = role_warning(model, model_path)
     if warning:
         say(warning)
+    report = None
+    if adapt:
+        from ..adaptation import adapt_model, save_adapted_model
+
+        say(f"adapting the model to this scan for up to {adapt_seconds:g} s")
+        model, report = adapt_model(volume, model, geometry.spacing, budget_s=adapt_seconds, progress=adapt_progress,
+                                    device=target)
+        say(report.summary())
+        if save_adapted is not None:
+            saved = save_adapted_model(model, save_adapted, report, source_model=model_path.name,
+                                       scan_name=input_path.name, shape=volume.shape, spacing=geometry.spacing,
+                                       overwrite=overwrite)
+            say(f"saved the model used to {saved}")
     slab = resolve_slab_size(slab_size, volume.shape, target, model, amp)
     say(f"input {input_path} ({' x '.join(str(n) for n in volume.shape)}), model {model_path}")
     say(f"device {describe_device(target)}, slab size {slab}, precision {precision_label(target, amp)}")
@@ -118,7 +148,7 @@ def denoise_file(
     started = time.perf_counter()
     write_volume(denoised, geometry, input_path, output_path, overwrite)
     return DenoisedFile(output_path, model_path, str(target), slab, int(volume.shape[0]), read_s, denoise_s,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, report)
 
 
 def output_kind(path: Path) -> str:

@@ -217,6 +217,8 @@ class DenoiseProcess(ChildProcess):
         check_hu: bool = True,
         python_executable: Union[str, Sequence[str], None] = None,
         work_dir: Union[str, os.PathLike, None] = None,
+        adapt_seconds: float = 0.0,
+        spacing: Optional[Sequence[float]] = None,
     ) -> None:
         folder = Path(tempfile.mkdtemp(prefix="TSCDenoise-", dir=work_dir))
         self.folder = folder
@@ -237,6 +239,9 @@ class DenoiseProcess(ChildProcess):
             command.append("--no-amp")
         if not check_hu:
             command.append("--no-check-hu")
+        if adapt_seconds and adapt_seconds > 0:
+            command += ["--adapt-seconds", repr(float(adapt_seconds))]
+            command += ["--spacing"] + [repr(float(v)) for v in (spacing or (1.0, 1.0, 1.0))]
         super().__init__(command, folder)
 
     def start(self, launch: Optional[LaunchFn] = None) -> "DenoiseProcess":

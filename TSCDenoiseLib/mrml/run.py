@@ -37,6 +37,7 @@ class NodeDenoiseRun:
         slab_size: Union[str, int] = "auto",
         amp: bool = True,
         create_difference: bool = False,
+        adapt_seconds: float = 0.0,
         python_executable: Union[str, Sequence[str], None] = None,
         work_dir: Union[str, "os.PathLike[str]", None] = None,
         launch: Optional[LaunchFn] = None,
@@ -47,7 +48,7 @@ class NodeDenoiseRun:
     ) -> None:
         self.input_node, self.output_node = input_node, output_node
         self.options = dict(model_path=model_path, device=device, slab_size=slab_size, amp=amp,
-                            python_executable=python_executable, work_dir=work_dir)
+                            python_executable=python_executable, work_dir=work_dir, adapt_seconds=adapt_seconds)
         self.create_difference = create_difference
         self.launch = launch
         self.on_status, self.on_progress, self.on_log, self.on_finished = on_status, on_progress, on_log, on_finished
@@ -60,13 +61,17 @@ class NodeDenoiseRun:
         self.started_at: Optional[float] = None
         self.seconds: Optional[float] = None
         self._compute_started_at: Optional[float] = None
+        self.phase = "starting"  # then "adapting" (with adapt_seconds) and "denoising"
+        self.adaptation: Optional[dict] = None  # the worker's "adapted" event: summary, used, gain_db, seconds
+        self._adapt_started_at: Optional[float] = None
 
     def start(self) -> "NodeDenoiseRun":
         """Check the nodes and start the worker; raises (InvalidInputError, OSError) with nothing left behind."""
         voxels = volume_voxels(self.input_node)
         check_output_node(self.input_node, self.output_node)
         self.started_at = time.monotonic()
-        self.process = DenoiseProcess(voxels, **self.options).start(self.launch)
+        spacing = tuple(self.input_node.GetSpacing()) if self.options["adapt_seconds"] else None
+        self.process = DenoiseProcess(voxels, spacing=spacing, **self.options).start(self.launch)
         self._status("Loading the model...")
         return self
 
@@ -107,7 +112,20 @@ class NodeDenoiseRun:
 
     def _on_event(self, event: dict) -> None:
         kind = event.get("event")
-        if kind == "start":
+        if kind == "adapting":
+            self.phase, self._adapt_started_at = "adapting", time.monotonic()
+            self._status(f"Adapting the model to this scan (up to {event.get('budget_s', 0):g} s)...")
+            self._call(self.on_log, f"worker: adapting the model to this scan, budget {event.get('budget_s', 0):g} s")
+        elif kind == "adapted":
+            self.adaptation = event
+            self._status(event.get("summary", ""))
+            self._call(self.on_log, event.get("summary", ""))
+        elif kind == "progress" and event.get("phase") == "adapt":
+            done, total = int(event["done"]), int(event["total"])
+            elapsed = time.monotonic() - (self._adapt_started_at or time.monotonic())
+            self._call(self.on_progress, done, total, elapsed / done * (total - done) if done else None)
+        elif kind == "start":
+            self.phase = "denoising"
             self.device_description = event.get("device")
             self._compute_started_at = time.monotonic()
             self._status(f"Denoising {event.get('slices')} slices on {event.get('device')}, "

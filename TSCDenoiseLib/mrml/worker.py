@@ -2,7 +2,9 @@
 
 The Slicer module runs this in ``PythonSlicer`` so the GUI stays responsive and Cancel can kill the
 whole process tree. Each stdout line that starts with ``EVENT_PREFIX`` carries one JSON event:
-``hello`` (pid, consumed by the parent), ``start`` (device, slab size, slices), ``progress`` (done, total), ``notice`` (message), ``done``
+``hello`` (pid, consumed by the parent), with ``--adapt-seconds``: ``adapting`` (budget_s), ``progress`` (done,
+total, phase "adapt") and ``adapted`` (summary, used, gain_db: the adaptation report); then ``start`` (device,
+slab size, slices), ``progress`` (done, total), ``notice`` (message), ``done``
 (seconds, slices_per_second) or ``error`` (message, kind "input" or "failure"). Exit codes are the
 CLI's (`errors.exit_code`): 0 success, 1 runtime failure, 2 bad input, 143 cancelled (SIGTERM). The output
 .npy appears only when complete.
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     volume = np.load(args.input, mmap_mode="r", allow_pickle=False)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
+    if args.adapt_seconds > 0:
+        model = _adapt(volume, model, args, device)
     shape = volume.shape if volume.ndim == 3 else (1,) + volume.shape  # a 2D slice is one slice
     slices = int(shape[0])
     slab = resolve_slab_size(args.slab_size, shape, device, model, args.amp)
@@ -59,6 +63,17 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _adapt(volume, model, args: argparse.Namespace, device):
+    """The model adapted to this volume (or the original, if the safeguard keeps it), with events."""
+    from ..adaptation import adapt_model
+
+    emit("adapting", budget_s=args.adapt_seconds)
+    model, report = adapt_model(volume, model, args.spacing, budget_s=args.adapt_seconds, device=device,
+                                progress=lambda done, total: emit("progress", done=done, total=total, phase="adapt"))
+    emit("adapted", summary=report.summary(), used=report.used, gain_db=report.gain_db, seconds=round(report.seconds, 1))
+    return model
+
+
 def _slab_size(text: str):
     return text if text == "auto" else int(text)
 
@@ -72,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--slab-size", type=_slab_size, default="auto", help="axial slices per forward pass")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="the exact fp32 path (default: channels-last, bf16/fp16 on CUDA, bf16 on CPUs with AMX)")
     parser.add_argument("--no-check-hu", dest="check_hu", action="store_false", help="skip the HU plausibility check")
+    parser.add_argument("--adapt-seconds", type=float, default=0.0,
+                        help="first adapt the model to this volume for up to N seconds (0: no adaptation)")
+    parser.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"),
+                        help="voxel spacing in mm (for the adaptation)")
     return parser
 
 

@@ -89,7 +89,7 @@ def top_cmake() -> str:
 # --- (a) every file of the Slicer path is listed, and nothing else ------------------------------------------
 
 # What the Slicer module imports: the top level and these subpackages (numpy, torch, SimpleITK, pydicom only).
-SLICER_SUBPACKAGES = ("networks", "core", "io", "mrml")
+SLICER_SUBPACKAGES = ("networks", "core", "io", "mrml", "adaptation")
 # Training and evaluation need MONAI, astra-toolbox, scipy or matplotlib: the extension does not ship them.
 NOT_SHIPPED = ("training", "evaluation")
 

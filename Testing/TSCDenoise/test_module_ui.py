@@ -17,6 +17,7 @@ REQUIREMENTS = MODULE_DIR / "Resources" / "requirements.txt"
 
 # Every widget the module's code touches, with the class its code relies on.
 EXPECTED_WIDGETS = {
+    "adaptSecondsSpinBox": "QSpinBox",
     "applyButton": "QPushButton",
     "deviceComboBox": "QComboBox",
     "deviceInfoLabel": "QLabel",

@@ -182,3 +182,64 @@ def test_evaluate_writes_a_report_for_the_input_a_model_and_the_baseline(tmp_pat
     capsys.readouterr()
     assert main(["evaluate", "--reference", str(ndct), "--input", str(sample_path())]) == EXIT_USAGE
     assert "same scan" in _one_error_line(capsys, "evaluate")
+
+
+def test_adapt_writes_a_checkpoint_that_says_what_it_was_adapted_on(tmp_path, tiny_checkpoint, sample_ldct, capsys):
+    from TSCDenoiseLib.core.checkpoint import load_model
+
+    path, volume, _ = sample_ldct
+    out = tmp_path / "adapted.pt"
+    argv = ["adapt", str(path), "--out", str(out), "--model", str(tiny_checkpoint), "--seconds", "4", "--device",
+            "cpu", "--json"]
+    assert main(argv) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert result["output"] == str(out) and result["adaptation"]["used"] in ("adapted", "original")
+    assert 0 < result["adaptation"]["seconds"] <= 4 * 1.25 + 1
+    entry = load_model(out, device="cpu").checkpoint_metadata["adaptation"]
+    assert entry["adapted"] is True and entry["source_model"] == "tiny.pt"
+    assert entry["scan"]["name"] == path.name and entry["scan"]["shape"] == list(volume.shape)
+    before = out.read_bytes()
+    assert main(argv) == EXIT_USAGE
+    assert "exists" in _one_error_line(capsys, "adapt")
+    assert out.read_bytes() == before
+
+
+def test_denoise_with_adapt_saves_the_model_used(tmp_path, tiny_checkpoint, sample_ldct, capsys):
+    from TSCDenoiseLib.core.checkpoint import load_model
+    from TSCDenoiseLib.io import read_ct
+
+    path, volume, _ = sample_ldct
+    out, saved = tmp_path / "denoised.nii.gz", tmp_path / "used.pt"
+    assert main(["denoise", str(path), str(out), "--model", str(tiny_checkpoint), "--adapt", "--adapt-seconds", "4",
+                 "--save-adapted", str(saved), "--device", "cpu", "--json"]) == EXIT_OK
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert "Adaptation (r2r" in captured.err  # the log line: what the held-out criterion gained, which model
+    assert result["adaptation"]["steps"] > 0 and result["saved_adapted"] == str(saved)
+    assert read_ct(out)[0].shape == volume.shape
+    used = load_model(saved, device="cpu")
+    assert used.checkpoint_metadata["adaptation"]["report"]["used"] == result["adaptation"]["used"]
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--save-adapted", "x.pt"], "--save-adapted needs --adapt"),
+    (["--adapt", "--adapt-seconds", "0"], "time budget"),
+    (["--adapt", "--adapt-seconds", "nan"], "time budget"),
+])
+def test_denoise_adapt_options_are_checked_first(tmp_path, tiny_checkpoint, sample_ldct, capsys, extra, fragment):
+    path, _, _ = sample_ldct
+    out = tmp_path / "denoised.nii.gz"
+    assert main(["denoise", str(path), str(out), "--model", str(tiny_checkpoint)] + extra) == EXIT_USAGE
+    assert fragment in _one_error_line(capsys, "denoise")
+    assert not out.exists()
+
+
+def test_adapt_refuses_a_missing_input_and_an_output_over_the_input(tmp_path, tiny_checkpoint, sample_ldct, capsys):
+    path, _, _ = sample_ldct
+    assert main(["adapt", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "m.pt"),
+                 "--model", str(tiny_checkpoint)]) == EXIT_USAGE
+    _one_error_line(capsys, "adapt")
+    assert main(["adapt", str(path), "--out", str(tiny_checkpoint), "--model", str(tiny_checkpoint),
+                 "--overwrite"]) == EXIT_USAGE
+    _one_error_line(capsys, "adapt")
+    assert not (tmp_path / "m.pt").exists()

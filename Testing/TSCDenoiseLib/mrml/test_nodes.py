@@ -336,3 +336,49 @@ def test_worker_errors_reach_on_finished_as_the_engines_message(scene, tmp_path)
     _drive(run)
     assert len(finished) == 1 and "not a readable checkpoint" in str(finished[0])
     assert run.output_node is None
+
+
+# --- "Adapt to this scan first": the panel's option, through the same worker ------------------------
+
+
+def test_adapt_option_adapts_in_the_worker_logs_the_result_then_denoises(scene, tiny_net, tmp_path):
+    checkpoint = save_model(tiny_net, tmp_path / "student.pt")
+    source = _volume_node(scene, voxels=_ct((3, 128, 128)))
+    before = arrayFromVolume(source).copy()
+    progress, logs, finished = [], [], []
+    run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=2, adapt_seconds=4, work_dir=tmp_path,
+                         on_progress=lambda done, total, left: progress.append((run.phase, done, total)),
+                         on_log=logs.append, on_finished=lambda node, error: finished.append((node, error)))
+    run.start()
+    _drive(run)
+    assert len(finished) == 1 and finished[0][1] is None
+    adapting = [p for p in progress if p[0] == "adapting"]
+    assert adapting and all(total == 1000 for _, _, total in adapting)
+    assert progress[-1] == ("denoising", 3, 3)  # the slices come after the adaptation
+    summary = [line for line in logs if line.startswith("Adaptation (r2r")]
+    assert len(summary) == 1 and "held-out error" in summary[0] and run.adaptation["summary"] == summary[0]
+    assert run.adaptation["used"] in ("adapted", "original")
+    output = arrayFromVolume(run.output_node)
+    assert output.shape == before.shape
+    if run.adaptation["used"] == "original":
+        np.testing.assert_array_equal(output, denoise_volume(before, tiny_net, device="cpu", slab_size=2))
+    np.testing.assert_array_equal(arrayFromVolume(source), before)
+    assert not run.process.folder.exists()
+
+
+def test_cancel_during_adaptation_finishes_cancelled_and_leaves_the_scene_alone(scene, tiny_net, tmp_path):
+    checkpoint = save_model(tiny_net, tmp_path / "student.pt")
+    source = _volume_node(scene, voxels=_ct((3, 128, 128)))
+    nodes_before = scene.GetNumberOfNodes()
+    finished = []
+    run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", adapt_seconds=600, work_dir=tmp_path,
+                         on_finished=lambda node, error: finished.append((node, error))).start()
+    deadline = time.monotonic() + 120
+    while run.phase != "adapting":
+        assert run.poll() and time.monotonic() < deadline
+        time.sleep(0.02)
+    run.cancel()
+    _drive(run, timeout=30)
+    assert len(finished) == 1 and finished[0][0] is None and isinstance(finished[0][1], DenoiseCancelled)
+    assert scene.GetNumberOfNodes() == nodes_before
+    assert not run.process.folder.exists()

@@ -1,0 +1,164 @@
+"""adapt_model on a small phantom slab with correlated noise: it gains, never returns a worse model, stops on
+cancel with the original untouched, is reproducible with a seed and keeps to its budget."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from TSCDenoiseLib.adaptation import TrainSettings, adapt_model, save_adapted_model
+from TSCDenoiseLib.adaptation.noise_model import estimate_noise_model
+from TSCDenoiseLib.core.checkpoint import load_model
+from TSCDenoiseLib.core.inference import denoise_volume
+from TSCDenoiseLib.errors import DenoiseCancelled, InvalidInputError
+from TSCDenoiseLib.training.phantom import make_phantom
+
+SPACING = (1.5, 1.5, 1.0)
+NOISE_HU = 40.0
+
+
+def _correlated_noise(shape, std, seed):
+    """Gaussian noise with a CT-like texture (neighbour correlation 0.4, as a smooth kernel gives), std `std`."""
+    white = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]])
+    kernel = (kernel / kernel.pow(2).sum().sqrt()).view(1, 1, 3, 3)
+    return (torch.nn.functional.conv2d(white[:, None], kernel, padding=1)[:, 0] * std).numpy()
+
+
+@pytest.fixture(scope="module")
+def slab():
+    clean = make_phantom((3, 128, 128), kind="torso", spacing=SPACING, seed=3)
+    return clean, (clean + _correlated_noise(clean.shape, NOISE_HU, 5)).astype(np.float32)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _tissue_mse(image, clean):
+    mask = (clean > -300) & (clean < 300)
+    return float(np.mean((image - clean)[mask] ** 2))
+
+
+FAST = TrainSettings(patch=32, batch=4, learning_rate=1e-3)
+
+
+def test_noise_model_measures_the_scan_noise(slab):
+    _, noisy = slab
+    model = estimate_noise_model(noisy, SPACING[:2])
+    assert model.rois_used >= 2
+    assert 0.75 * NOISE_HU < model.median_std_hu < 1.3 * NOISE_HU
+    sample = model.sample(1, 10, 20, 48, torch.Generator().manual_seed(0))
+    assert 0.6 * NOISE_HU < float(sample.std()) < 1.5 * NOISE_HU
+    # the texture is correlated like the scan's: neighbouring pixels of the synthetic noise correlate
+    correlation = float(torch.corrcoef(torch.stack([sample[:, :-1].flatten(), sample[:, 1:].flatten()]))[0, 1])
+    assert 0.3 < correlation < 0.9
+
+
+def test_adaptation_improves_the_held_out_score_and_the_true_error(slab, tiny_net):
+    clean, noisy = slab
+    before = _weights(tiny_net)
+    adapted, report = adapt_model(noisy, tiny_net, SPACING, budget_s=120, steps=60, settings=FAST, device="cpu")
+    assert report.used == "adapted" and adapted is not tiny_net
+    assert report.adapted_risk < report.original_risk and report.gain_db > 0
+    assert "using the adapted model" in report.summary()
+    # the self-supervised estimate agrees with the truth the phantom gives
+    assert _tissue_mse(denoise_volume(noisy, adapted, amp=False), clean) < \
+        _tissue_mse(denoise_volume(noisy, tiny_net, amp=False), clean)
+    assert _same(before, _weights(tiny_net)), "the original model's weights changed"
+    assert [p.requires_grad for p in adapted.parameters()] == [p.requires_grad for p in tiny_net.parameters()]
+    assert not adapted.training
+
+
+def test_a_worse_adaptation_returns_the_original(slab):
+    _, noisy = slab
+    model = load_model(device="cpu")
+    before = _weights(model)
+    wrecking = TrainSettings(patch=32, batch=4, learning_rate=0.5)  # diverges: the copy is ruined
+    chosen, report = adapt_model(noisy, model, SPACING, budget_s=120, steps=3, settings=wrecking, device="cpu")
+    assert chosen is model and report.used == "original"
+    assert report.adapted_risk > report.original_risk
+    assert "keeping the original model" in report.summary()
+    assert _same(before, _weights(model))
+
+
+def test_cancel_stops_and_leaves_the_original_untouched(slab, tiny_net):
+    _, noisy = slab
+    before = _weights(tiny_net)
+    polls = []
+
+    def cancel():
+        polls.append(1)
+        return len(polls) > 3
+
+    with pytest.raises(DenoiseCancelled, match="original model is unchanged"):
+        adapt_model(noisy, tiny_net, SPACING, budget_s=120, steps=1000, settings=FAST, cancel=cancel, device="cpu")
+    assert len(polls) == 4, "cancel must stop the run at the next step"
+    assert _same(before, _weights(tiny_net))
+
+
+def test_same_seed_same_model_other_seed_other_model(slab, tiny_net):
+    _, noisy = slab
+    runs = [adapt_model(noisy, tiny_net, SPACING, budget_s=120, steps=4, seed=seed, settings=FAST, device="cpu",
+                        safeguard=False)[0] for seed in (7, 7, 8)]
+    first, again, other = (_weights(m) for m in runs)
+    assert _same(first, again)
+    assert not _same(first, other)
+
+
+def test_budget_is_respected_and_progress_reported(slab, tiny_net):
+    _, noisy = slab
+    seen = []
+    started = time.monotonic()
+    _, report = adapt_model(noisy, tiny_net, SPACING, budget_s=3.0, settings=FAST, device="cpu",
+                            progress=lambda done, total: seen.append((done, total)))
+    elapsed = time.monotonic() - started
+    assert report.steps > 0
+    assert elapsed < 3.0 * 1.25 + 0.5, f"budget 3 s, took {elapsed:.1f} s"
+    assert seen[-1] == (1000, 1000) and all(t == 1000 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_adjacent_slices_need_thin_slices_and_bad_options_are_refused(slab, tiny_net):
+    _, noisy = slab
+    with pytest.raises(InvalidInputError, match="Adjacent-slice"):
+        adapt_model(noisy, tiny_net, (1.0, 1.0, 3.0), strategy="adjacent", steps=1)
+    with pytest.raises(InvalidInputError, match="strategy"):
+        adapt_model(noisy, tiny_net, SPACING, strategy="magic", steps=1)
+    with pytest.raises(InvalidInputError, match="budget"):
+        adapt_model(noisy, tiny_net, SPACING, budget_s=0)
+    with pytest.raises(InvalidInputError, match="too small"):
+        adapt_model(noisy[:, :20, :20], tiny_net, SPACING, steps=1)
+
+
+@pytest.mark.parametrize("strategy", ["noisier", "adjacent", "sure"])
+def test_every_strategy_trains(slab, tiny_net, strategy):
+    _, noisy = slab
+    adapted, report = adapt_model(noisy, tiny_net, SPACING, steps=2, settings=FAST, strategy=strategy,
+                                  device="cpu", safeguard=False)
+    assert report.strategy == strategy and report.steps == 2
+    assert not _same(_weights(adapted), _weights(tiny_net))
+
+
+def test_saved_adapted_model_says_what_it_was_adapted_on(slab, tmp_path):
+    _, noisy = slab
+    model = load_model(device="cpu")
+    adapted, report = adapt_model(noisy, model, SPACING, budget_s=120, steps=2, settings=FAST, device="cpu",
+                                  safeguard=False)
+    path = save_adapted_model(adapted, tmp_path / "adapted.pt", report, source_model="model.pt",
+                              scan_name="scan.nii.gz", shape=noisy.shape, spacing=SPACING)
+    loaded = load_model(path, device="cpu")
+    entry = loaded.checkpoint_metadata["adaptation"]
+    assert entry["adapted"] is True and entry["source_model"] == "model.pt"
+    assert entry["scan"] == {"name": "scan.nii.gz", "shape": [3, 128, 128], "spacing_mm": [1.5, 1.5, 1.0]}
+    assert entry["report"]["steps"] == 2 and entry["report"]["strategy"] == "r2r"
+    assert entry["report"]["settings"]["learning_rate"] == FAST.learning_rate
+    for key, value in adapted.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    with pytest.raises(Exception, match="exists"):
+        save_adapted_model(adapted, path, report)
