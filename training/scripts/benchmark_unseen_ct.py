@@ -222,6 +222,7 @@ def main() -> int:
     parser.add_argument("--doses", nargs="+", type=float, default=[0.1, 0.25, 0.5])
     parser.add_argument("--out", type=Path, default=REPO / "training" / "docs" / "benchmark")
     parser.add_argument("--no-baselines", action="store_true", help="models only (reuses nothing)")
+    parser.add_argument("--no-diffusion", action="store_true", help="BM3D (cached per case) without the diffusion row")
     parser.add_argument("--fbp-filter", default=EVAL_NOISE["fbp_filter"],
                         help="reconstruction filter of the evaluation noise (training: ram-lak ... hann; "
                              "'blackman' is smoother than any of them)")
@@ -240,8 +241,9 @@ def main() -> int:
                 image, settings[f"{key} BM3D"] = bm3d_tuned(low, case["ndct"], DATA / "eval" / "cache" / f"{key}{filter_tag}.npz")
                 seconds["BM3D (tuned)"] = seconds.get("BM3D (tuned)", 0.0) + time.perf_counter() - started
                 rows["BM3D (tuned)"] = figures(image, case)
-                image, settings[f"{key} diffusion"] = diffusion_tuned(low, case["ndct"], case["spacing"])
-                rows["anisotropic diffusion (tuned)"] = figures(image, case)
+                if not args.no_diffusion:
+                    image, settings[f"{key} diffusion"] = diffusion_tuned(low, case["ndct"], case["spacing"])
+                    rows["anisotropic diffusion (tuned)"] = figures(image, case)
             for label, model in models.items():
                 started = time.perf_counter()
                 rows[label] = figures(denoise_volume(low, model, device="cpu"), case)
