@@ -142,10 +142,15 @@ class Verdict:
 
     @property
     def gain_db(self) -> float:
-        """Estimated held-out gain of the adapted model, dB of mean squared error (positive: better)."""
+        """Estimated held-out gain of the adapted model, dB of mean squared error (positive: better).
+
+        A risk estimate cannot be trusted below its own uncertainty: the adapted risk counts as at least
+        SIGNIFICANCE standard errors, so a SURE estimate near zero reports a bounded gain, not +35 dB.
+        """
         if not math.isfinite(self.adapted_rmse_hu):
             return float("-inf")
-        return 20.0 * math.log10(self.original_rmse_hu / self.adapted_rmse_hu)
+        uncertainty = SIGNIFICANCE * self.standard_error if math.isfinite(self.standard_error) else 0.0
+        return 20.0 * math.log10(self.original_rmse_hu / _rmse(max(self.adapted_risk, uncertainty)))
 
 
 def _rmse(risk: float) -> float:

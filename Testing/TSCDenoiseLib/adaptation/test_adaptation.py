@@ -1,6 +1,7 @@
 """adapt_model on a small phantom slab with correlated noise: it gains, never returns a worse model, stops on
 cancel with the original untouched, is reproducible with a seed and keeps to its budget."""
 
+import math
 import time
 
 import numpy as np
@@ -162,3 +163,13 @@ def test_saved_adapted_model_says_what_it_was_adapted_on(slab, tmp_path):
         assert torch.equal(loaded.state_dict()[key], value)
     with pytest.raises(Exception, match="exists"):
         save_adapted_model(adapted, path, report)
+
+
+def test_the_reported_gain_is_bounded_by_the_risk_estimates_uncertainty():
+    from TSCDenoiseLib.adaptation.safeguard import SIGNIFICANCE, Verdict
+
+    # SURE put the adapted risk near zero, within its own noise: the gain is what the uncertainty allows.
+    verdict = Verdict(True, original_risk=3000.0, adapted_risk=0.5, standard_error=50.0)
+    assert verdict.gain_db == pytest.approx(10 * math.log10(3000.0 / (SIGNIFICANCE * 50.0)))
+    precise = Verdict(True, original_risk=3000.0, adapted_risk=1500.0, standard_error=10.0)
+    assert precise.gain_db == pytest.approx(10 * math.log10(2.0))
