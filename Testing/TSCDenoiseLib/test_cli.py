@@ -194,7 +194,7 @@ def test_adapt_writes_a_checkpoint_that_says_what_it_was_adapted_on(tmp_path, ti
     assert main(argv) == EXIT_OK
     result = json.loads(capsys.readouterr().out)
     assert result["output"] == str(out) and result["adaptation"]["used"] in ("adapted", "original")
-    assert 0 < result["adaptation"]["seconds"] <= 4 * 1.25 + 1
+    assert result["adaptation"]["seconds"] > 0  # the budget itself is tested on the engine, without file I/O
     entry = load_model(out, device="cpu").checkpoint_metadata["adaptation"]
     assert entry["adapted"] is True and entry["source_model"] == "tiny.pt"
     assert entry["scan"]["name"] == path.name and entry["scan"]["shape"] == list(volume.shape)

@@ -120,7 +120,11 @@ def test_budget_is_respected_and_progress_reported(slab, tiny_net):
                             progress=lambda done, total: seen.append((done, total)))
     elapsed = time.monotonic() - started
     assert report.steps > 0
-    assert elapsed < 3.0 * 1.25 + 0.5, f"budget 3 s, took {elapsed:.1f} s"
+    # Training stops at the deadline (checked before every step); what cannot be cut is one step and the
+    # final held-out scoring, which a loaded machine stretches. An adaptation ignoring its budget would
+    # train without end here (no step limit), so these bounds still catch it.
+    assert report.training_seconds < 3.0, f"trained {report.training_seconds:.1f} s on a 3 s budget"
+    assert elapsed < 3.0 * 2 + 2, f"budget 3 s, took {elapsed:.1f} s"
     assert seen[-1] == (1000, 1000) and all(t == 1000 for _, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
