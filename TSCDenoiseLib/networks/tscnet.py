@@ -16,6 +16,11 @@ and `encode` the first five of them (the latent space of the contrastive regular
 `residual=False` makes the head output the image itself, as AECR-Net does. A teacher trained
 NDCT -> NDCT with the residual path could learn to predict zero noise without learning anything about
 anatomy, so the training recipe decides per role (the parameters are the same either way).
+
+Two options for networks trained over a range of doses (compared in training/docs/README.md):
+`noise_map=True` appends each slice's noise index (`noise_level.estimate_noise_level`, computed inside
+`forward`) as one more constant input channel, so the network knows how much to remove; `bias=False`
+drops the additive biases (a bias-free network). Both are recorded in `config` only when set.
 """
 
 from __future__ import annotations
