@@ -68,3 +68,23 @@ def test_a_fresh_network_traces_in_a_fresh_process():
             "torch.no_grad().__enter__(); torch.jit.trace(net, torch.rand(2, 1, 64, 64), check_trace=False)")
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-500:]
+
+
+@pytest.mark.slow
+def test_noise_conditioned_network_exports_to_onnx_with_each_slices_own_level(tiny_config, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from TSCDenoiseLib.networks import TSCNet
+
+    torch.manual_seed(0)
+    net = TSCNet(**{**tiny_config, "noise_map": True}).eval()
+    with torch.no_grad():
+        net.stem[0].weight[:, 1] = 0.5  # the noise channel must matter for the check to mean anything
+    path = export_model(net, tmp_path / "model.onnx", format="onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    quiet, noisy = 0.25 + 0.002 * torch.randn(1, 1, 40, 24), 0.25 + 0.03 * torch.randn(1, 1, 40, 24)
+    x = torch.cat([quiet, noisy])
+    (y,) = session.run(None, {"slices": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(y, net(x).numpy(), atol=1e-5)
+        np.testing.assert_allclose(y[1:], net(noisy).numpy(), atol=1e-5)  # not the batch's level
