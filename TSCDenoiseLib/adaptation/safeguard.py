@@ -31,7 +31,8 @@ from torch import nn
 
 from .noise_model import ScanNoiseModel
 from .pairs import Split, TISSUE_HU
-from .tensors import network_input, tissue_weights, window_of
+from ..core.inference import _denoise_slab
+from .tensors import tissue_weights, window_of
 
 PROBES = 2
 PROBE_SCALE = 0.05  # e: the probe perturbation, as a fraction of the local noise
@@ -80,11 +81,8 @@ def held_out_tiles(volume_hu: np.ndarray, split: Split, noise: ScanNoiseModel, g
 
 
 def _denoise_hu(model: nn.Module, hu: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(N, T, T) HU -> the model's output in HU (N, T, T), as inference computes it (clip, normalize, back)."""
-    window = window_of(model)
-    clipped = hu.clamp(window.low, window.high)
-    out = model(network_input(hu.to(device), window)).float().squeeze(1).cpu()
-    return window.denormalize(out) + (hu - clipped)
+    """(N, T, T) HU -> the model's output in HU (N, T, T): inference's own slab step, in fp32."""
+    return _denoise_slab(hu.to(device), model, window_of(model), None, torch.float32).cpu()
 
 
 @dataclass

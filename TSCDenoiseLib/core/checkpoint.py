@@ -235,8 +235,8 @@ def _check_materialized(model: nn.Module) -> None:
             raise RuntimeError(f"no value for {name}")
 
 
-# Network options a warm start may switch on: the weights carry over (see `_warm_start_state`).
-WARM_START_OPTIONS = {"noise_map": False, "bias": True}
+# Network options a warm start may switch on or off: the weights carry over (see `_warm_start_state`).
+WARM_START_OPTIONS = ("noise_map", "bias")
 
 
 def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:
@@ -259,16 +259,17 @@ def initialize_from(model: nn.Module, path: Optional[PathLike]) -> nn.Module:
     if path is None:
         return model
     payload = read_checkpoint(path)
-    source_config = {**WARM_START_OPTIONS, **payload["config"]}
-    target_config = {**WARM_START_OPTIONS, **model.config}
-    same_except_options = all(source_config[k] == target_config[k] for k in source_config if k not in WARM_START_OPTIONS)
-    if payload["network"] != type(model).__name__ or set(source_config) != set(target_config) or not same_except_options:
+    if payload["network"] != type(model).__name__ or _without_options(payload["config"]) != _without_options(model.config):
         raise CheckpointError(
             f"{path} holds a {payload['network']} with config {payload['config']}, but the network to initialize is a "
             f"{type(model).__name__} with config {model.config}. Start from a checkpoint of the same network."
         )
     model.load_state_dict(_warm_start_state(payload["state_dict"], model.state_dict()), strict=True)
     return model
+
+
+def _without_options(config: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in WARM_START_OPTIONS}
 
 
 def _warm_start_state(source: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
