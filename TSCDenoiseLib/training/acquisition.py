@@ -5,6 +5,10 @@ training pairs are simulated over the range users scan at: dose fractions log-un
 FBP filters from sharp (Ram-Lak) to smooth (Hann), pixel spacings 0.4-1.0 mm, and, for images that
 show only part of a body (crops), a body-sized water-equivalent outline 30-40 cm wide around them so that
 the projections, and hence the noise, are those of a whole patient.
+
+Optionally the normal-dose target itself is re-acquired at a reduced dose first (`reference_dose_fraction`),
+so that targets carry the noise grain of clinical normal-dose scans rather than the smoother texture of
+the source images; a network trained only on smooth targets learns to remove that grain too.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Acquisition:
     fbp_filter: str
     pixel_spacing_mm: float
     body_width_mm: float | None = None
+    reference_dose_fraction: float | None = None  # target re-acquired at this fraction; None: the source as is
 
     def as_dict(self) -> dict:
         """The fields that are set (a datalist entry's metadata: MONAI's collate refuses None)."""
@@ -44,8 +49,20 @@ class AcquisitionDistribution:
     spacing_range_mm: tuple[float, float] = (0.4, 1.0)
     body_width_range_mm: tuple[float, float] = (300.0, 400.0)
     fbp_filters: Sequence[str] = FBP_FILTERS
+    reference_dose_range: tuple[float, float] | None = None
+    reference_noise_probability: float = 0.75
 
     def __post_init__(self) -> None:
+        if self.reference_dose_range is not None:
+            low, high = self.reference_dose_range
+            if not 0 < low <= high <= 1:
+                raise InvalidInputError(
+                    f"reference_dose_range must satisfy 0 < low <= high <= 1, got {self.reference_dose_range}."
+                )
+        if not 0 <= self.reference_noise_probability <= 1:
+            raise InvalidInputError(
+                f"reference_noise_probability must be in [0, 1], got {self.reference_noise_probability}."
+            )
         low, high = self.dose_range
         if not 0 < low <= high <= 1:
             raise InvalidInputError(f"dose_range must satisfy 0 < low <= high <= 1, got {self.dose_range}.")
@@ -61,7 +78,13 @@ class AcquisitionDistribution:
         spacing = rng.uniform(*self.spacing_range_mm)
         fbp_filter = str(self.fbp_filters[rng.integers(len(self.fbp_filters))])
         width = float(rng.uniform(*self.body_width_range_mm)) if in_body else None
-        return Acquisition(round(dose, 4), fbp_filter, round(float(spacing), 3), width)
+        reference = None
+        if self.reference_dose_range is not None:  # drawn only then, so existing data sets draw as before
+            low, high = self.reference_dose_range
+            noisy_target = rng.uniform() < self.reference_noise_probability
+            fraction = math.exp(rng.uniform(math.log(low), math.log(high)))
+            reference = round(fraction, 4) if noisy_target else None
+        return Acquisition(round(dose, 4), fbp_filter, round(float(spacing), 3), width, reference)
 
 
 def resample_slices(volume_hu: np.ndarray, spacing_mm: float, new_spacing_mm: float) -> np.ndarray:
@@ -109,12 +132,19 @@ def simulate_acquisition(volume_hu: np.ndarray, spacing_mm: float, acquisition: 
 
     The normal-dose slices are resampled to the acquisition's spacing; the low dose is simulated in the
     projection domain (noise insertion), inside a body of `body_width_mm` when that is set (for crops).
+    With `reference_dose_fraction` r set, the normal-dose target first gets the noise of a scan at r times
+    the simulator's photon flux (same kernel), and the low dose is then simulated from that target at
+    `dose_fraction` of the reduced flux.
     """
     from .simulation import LowDoseParameters, LowDoseSimulator
 
     ndct = resample_slices(np.maximum(volume_hu, -1024.0), spacing_mm, acquisition.pixel_spacing_mm)
+    reference = acquisition.reference_dose_fraction
+    base = LowDoseParameters()
     simulator = LowDoseSimulator(
-        LowDoseParameters(dose_fraction=acquisition.dose_fraction, fbp_filter=acquisition.fbp_filter), threads=threads
+        LowDoseParameters(dose_fraction=acquisition.dose_fraction, fbp_filter=acquisition.fbp_filter,
+                          incident_flux=base.incident_flux * (reference or 1.0)),
+        threads=threads,
     )
     streams = np.random.SeedSequence(seed).spawn(ndct.shape[0] + 1)
     surrounding = None
@@ -122,6 +152,17 @@ def simulate_acquisition(volume_hu: np.ndarray, spacing_mm: float, acquisition: 
         aspect = np.random.default_rng(streams[-1]).uniform(0.65, 0.8)  # anterior-posterior over left-right
         body, body_spacing = body_around(ndct.shape[1:], acquisition.pixel_spacing_mm, acquisition.body_width_mm, aspect)
         surrounding = simulator.line_integrals(body, body_spacing)
+    if reference is not None:
+        # The target gets the noise of a scan at r x the simulator's flux; the low dose then adds, on top of
+        # the target, the noise of a scan at d x that reduced flux (as it adds d x flux to an unaltered source).
+        target = LowDoseSimulator(LowDoseParameters(dose_fraction=reference, fbp_filter=acquisition.fbp_filter),
+                                  threads=threads)
+        target_streams = np.random.SeedSequence([seed, 1]).spawn(ndct.shape[0])
+        ndct = np.stack([
+            target.simulate_slice(ndct[z], acquisition.pixel_spacing_mm, np.random.default_rng(target_streams[z]),
+                                  surrounding)
+            for z in range(ndct.shape[0])
+        ])
     ldct = np.stack([
         simulator.simulate_slice(ndct[z], acquisition.pixel_spacing_mm, np.random.default_rng(streams[z]), surrounding)
         for z in range(ndct.shape[0])

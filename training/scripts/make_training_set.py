@@ -2,6 +2,8 @@
 
     python training/scripts/fetch_pycerr_chest.py           # the real chest CT (CC BY-NC 3.0), once
     python training/scripts/make_training_set.py [--out training/data/wide] [--draws 1] [--workers 2]
+    python training/scripts/make_training_set.py --out training/data/texture --draws 3 --phantoms 4 \
+        --target-noise --without-pycerr      # clinical grain in the targets; no non-commercial data
 
 Sources (normal dose): the bundled Cranium head's training and validation slabs (GPL-2), pycerr's four
 chest patients (pat_1-3 training, pat_4 validation; CC BY-NC 3.0) and procedural torso phantoms (ours).
@@ -11,6 +13,10 @@ pixel spacing 0.4-1.0 mm, and for the chest crops a 30-40 cm body around them), 
 datalist next to the pair. Existing pairs are reused (the file name carries source, chunk and draw).
 Never used here: the evaluation cases (pydicom's and dicompyler-core's slices, pycerr's scan.nii and
 the sample's test slab).
+
+`--target-noise` gives most targets the noise grain of a clinical normal-dose scan (their own simulated
+acquisition at 35-100 % of the simulator's flux, see `simulate_acquisition`): sources smoother than the
+scans users denoise would otherwise teach the network to remove that grain as well.
 """
 
 from __future__ import annotations
@@ -33,16 +39,16 @@ PYCERR = REPO / "training" / "data" / "pycerr" / "radiomics_phantom_dicom"
 SEED = 20261130
 
 
-def sources() -> list[dict]:
+def sources(with_pycerr: bool = True, phantoms: int = 2) -> list[dict]:
     """Each source: name, split, whether it is a crop of a body, and how to load it."""
     found = [
         {"name": "cranium-train", "split": "training", "crop": False, "path": CRANIUM / "ndct_training.nii.gz"},
         {"name": "cranium-val", "split": "validation", "crop": False, "path": CRANIUM / "ndct_validation.nii.gz"},
     ]
     for patient, split in (("pat_1", "training"), ("pat_2", "training"), ("pat_3", "training"), ("pat_4", "validation")):
-        if (PYCERR / patient).is_dir():
+        if with_pycerr and (PYCERR / patient).is_dir():
             found.append({"name": f"chest-{patient}", "split": split, "crop": True, "path": PYCERR / patient})
-    for index in range(2):
+    for index in range(phantoms):
         found.append({"name": f"torso-phantom-{index}", "split": "training", "crop": False, "phantom_seed": 100 + index})
     return found
 
@@ -73,13 +79,18 @@ def main() -> int:
     parser.add_argument("--draws", type=int, default=1, help="acquisitions per chunk of slices")
     parser.add_argument("--chunk", type=int, default=5, help="consecutive slices per pair")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--phantoms", type=int, default=2, help="procedural torso phantoms (8 slices each)")
+    parser.add_argument("--target-noise", action="store_true",
+                        help="give 70 %% of the targets a clinical normal-dose noise grain")
+    parser.add_argument("--without-pycerr", action="store_true", help="leave pycerr's CC BY-NC chest CT out")
     args = parser.parse_args()
-    if not PYCERR.is_dir():
+    if not args.without_pycerr and not PYCERR.is_dir():
         print("note: pycerr's chest CT is missing (run training/scripts/fetch_pycerr_chest.py); head and phantoms only")
-    distribution = AcquisitionDistribution()
+    distribution = (AcquisitionDistribution(reference_dose_range=(0.35, 1.0), reference_noise_probability=0.7)
+                    if args.target_noise else AcquisitionDistribution())
     first_draws = np.random.default_rng(SEED)
     tasks, datalist = [], {"description": __doc__.strip().splitlines()[0], "training": [], "validation": []}
-    for source_index, source in enumerate(sources()):
+    for source_index, source in enumerate(sources(not args.without_pycerr, args.phantoms)):
         volume, _, _ = load(source)
         for draw in range(args.draws):
             # Draw 0 keeps the stream of the first data set; each later draw of each source has its own stream,

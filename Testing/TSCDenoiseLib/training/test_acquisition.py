@@ -81,3 +81,31 @@ def test_body_around_a_crop_raises_the_noise_like_a_real_patient():
     assert noise_body > 3 * noise_small  # 36 cm of water attenuates far more than 6 cm
     again = simulate_acquisition(crop, 1.0, Acquisition(0.25, "ram-lak", 1.0, 360.0), seed=3)
     assert np.array_equal(again[1], body[1])
+
+
+def test_reference_dose_is_drawn_only_when_asked_and_leaves_other_draws_unchanged():
+    plain = [AcquisitionDistribution().draw(np.random.default_rng(5)) for _ in range(3)]
+    assert all(d.reference_dose_fraction is None for d in plain)
+    assert "reference_dose_fraction" not in plain[0].as_dict()
+    textured = AcquisitionDistribution(reference_dose_range=(0.2, 1.0), reference_noise_probability=0.5)
+    rng = np.random.default_rng(5)
+    draws = [textured.draw(rng) for _ in range(400)]
+    assert draws[0].dose_fraction == plain[0].dose_fraction  # the reference is drawn after the rest
+    references = np.array([d.reference_dose_fraction for d in draws if d.reference_dose_fraction is not None])
+    assert 0.4 < len(references) / len(draws) < 0.6
+    assert references.min() >= 0.2 - 1e-4 and references.max() <= 1.0 + 1e-4
+    with pytest.raises(InvalidInputError, match="reference_dose_range"):
+        AcquisitionDistribution(reference_dose_range=(0.5, 0.2))
+
+
+def test_a_reference_dose_puts_noise_in_the_target_and_more_in_the_low_dose():
+    slab = np.full((2, 64, 64), 40.0, np.float32)
+    clean_target, clean_low = simulate_acquisition(slab, 1.0, Acquisition(0.25, "ram-lak", 1.0, 300.0), seed=4)
+    target, low = simulate_acquisition(slab, 1.0, Acquisition(0.25, "ram-lak", 1.0, 300.0, 0.3), seed=4)
+    assert np.array_equal(clean_target, slab)  # no reference dose: the source is the target
+    target_noise = np.std(target - slab)
+    added = np.std(low - target)
+    assert target_noise > 0.3 * np.std(clean_low - slab)  # clinical-like grain in the target
+    # the low dose adds the noise of 0.25 x 0.3 of the flux: (1 / 0.3) ** 0.5 = 1.8 x the unaltered addition
+    assert added == pytest.approx(np.std(clean_low - slab) * (1 / 0.3) ** 0.5, rel=0.15)
+    assert abs(np.corrcoef((target - slab).ravel(), (low - target).ravel())[0, 1]) < 0.1  # independent draws
