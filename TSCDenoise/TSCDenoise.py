@@ -434,7 +434,11 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
             create_difference=createDifference, adapt_seconds=adaptSeconds, python_executable=_pythonExecutable(),
             work_dir=slicer.app.temporaryPath, launch=_launchHidden, standby=standby, on_status=onStatus,
             on_progress=onProgress, on_log=_logTo(onLog), on_finished=onFinished)
-        run.start()  # raises with nothing left behind (its temporary folder is removed)
+        try:
+            run.start()  # raises with nothing left behind (its temporary folder is removed)
+        except Exception:
+            self.standby = run.standby  # refused before the standby was used (bad input): keep it for the next run
+            raise
         self.lastRun = run
         self._timer.start()
         return run

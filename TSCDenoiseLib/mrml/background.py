@@ -292,8 +292,8 @@ class StandbyWorker(DenoiseProcess):
 
     Until `submit`, it waits in its private folder and exits by itself (removing the folder) after
     `idle_seconds` without a job, when this process is gone, or when `stop()` removes the folder. After a
-    successful `submit` it is that job's `DenoiseProcess`: `poll`, `cancel`, `result` and `cleanup` as for a
-    fresh worker. `ready` holds its ``ready`` event (what it imported) once the imports are done;
+    successful `submit` it is that job's `DenoiseProcess`: `poll`, `cancel`, `result` and `cleanup` as for
+    a fresh worker. `ready` holds its ``ready`` event (what it imported) once the imports are done;
     `accepted` its ``accepted`` event once it has read the job.
     """
 

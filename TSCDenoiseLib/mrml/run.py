@@ -54,7 +54,7 @@ class NodeDenoiseRun:
                             python_executable=python_executable, work_dir=work_dir, adapt_seconds=adapt_seconds)
         self.create_difference = create_difference
         self.launch = launch
-        self.standby = standby  # used up by start(): it takes the run, or is stopped
+        self.standby = standby  # used up by start() once the nodes pass its checks: it takes the run, or is stopped
         self.used_standby = False  # whether the worker that ran the job was the standby
         self.on_status, self.on_progress, self.on_log, self.on_finished = on_status, on_progress, on_log, on_finished
         self.process: Optional[DenoiseProcess] = None

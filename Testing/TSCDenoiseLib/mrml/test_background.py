@@ -245,6 +245,7 @@ def test_a_failed_start_leaves_no_temporary_input(tmp_path):
 from pathlib import Path  # noqa: E402
 
 from TSCDenoiseLib.mrml.background import StandbyWorker, start_denoise_process  # noqa: E402
+from TSCDenoiseLib.mrml.background import worker_environment as background_environment  # noqa: E402
 from TSCDenoiseLib.mrml.worker import CLOSED_SUFFIX  # noqa: E402
 
 
@@ -401,3 +402,26 @@ def test_a_standby_exits_and_removes_its_folder_when_its_parent_is_gone(tmp_path
             parent.kill()
         if standby is not None and _still_running(standby):  # it failed to exit: do not leave it behind
             standby.kill()
+
+
+def test_a_standby_under_slicers_launcher_takes_its_job_and_its_heartbeats_stay_out_of_the_log(
+        tiny_net, checkpoint, tmp_path):
+    """launchConsoleProcess (5.6-5.12): no stdin, text-mode stdout in a code page, stderr merged into it."""
+    standby = StandbyWorker(work_dir=tmp_path).start(_launch_like_slicer("cp1252"))
+    _until(lambda: standby.ready is not None or not standby.running, what="the standby's ready event")
+    time.sleep(2.5)  # idle: at least two heartbeat lines go by
+    assert standby.running and standby.log_lines() == [] and standby.poll() == []
+    volume = _ct((3, 24, 24))
+    assert start_denoise_process(volume, standby=standby, model_path=checkpoint, device="cpu",
+                                 work_dir=tmp_path) is standby
+    events = _run_to_end(standby)
+    assert [e["event"] for e in events] == ["start", "progress", "done"]
+    np.testing.assert_array_equal(standby.result(), denoise_volume(volume, tiny_net, device="cpu"))
+    standby.cleanup()
+    assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+def test_the_worker_needs_input_and_output_unless_it_is_a_standby(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "TSCDenoiseLib.mrml.worker", "--device", "cpu"], capture_output=True,
+                          text=True, cwd=tmp_path, env=dict(os.environ, **background_environment()), timeout=60)
+    assert done.returncode == 2 and "INPUT and OUTPUT are required (or --standby FOLDER)" in done.stderr

@@ -420,7 +420,7 @@ def test_a_standby_that_dies_before_taking_the_job_is_replaced_by_a_fresh_worker
     checkpoint = save_model(tiny_net, tmp_path / "student.pt")
     source = _volume_node(scene)
     before = arrayFromVolume(source).copy()
-    standby = StandbyWorker(work_dir=tmp_path).start()  # still importing torch: it cannot have read a job yet
+    standby = StandbyWorker(work_dir=tmp_path).start()  # still importing torch: no job read yet
     logs, finished = [], []
     run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=2, work_dir=tmp_path, standby=standby,
                          on_log=logs.append, on_finished=lambda node, error: finished.append((node, error))).start()
@@ -433,3 +433,15 @@ def test_a_standby_that_dies_before_taking_the_job_is_replaced_by_a_fresh_worker
     np.testing.assert_array_equal(arrayFromVolume(run.output_node),
                                   denoise_volume(before, tiny_net, device="cpu", slab_size=2))
     assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+def test_a_run_refused_at_start_leaves_its_standby_unused_for_the_next_run(scene, tmp_path):
+    source = _volume_node(scene)
+    standby = StandbyWorker(work_dir=tmp_path).start()
+    run = NodeDenoiseRun(source, source, work_dir=tmp_path, standby=standby)
+    with pytest.raises(InvalidInputError, match="never overwritten"):
+        run.start()
+    assert run.standby is standby and not standby.submitted and standby.running  # the caller keeps it
+    standby.stop()
+    standby.wait(timeout=30)
+    assert list(tmp_path.iterdir()) == []
