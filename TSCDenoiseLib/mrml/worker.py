@@ -3,9 +3,9 @@
 The Slicer module runs this in ``PythonSlicer`` so the GUI stays responsive and Cancel can kill the
 whole process tree. With ``--standby FOLDER`` the worker starts before there is a job: it imports torch
 and the engine (most of a fresh worker's fixed cost), reports ``ready``, then waits for ONE job in
-FOLDER (see `wait_for_job`), runs it exactly as a fresh worker would, and exits. Each stdout line that starts with
-``EVENT_PREFIX`` carries one JSON event: ``hello`` (pid, consumed by the parent); in standby ``ready``
-(imported, seconds), then ``accepted`` (torch_preloaded, waited_s) or ``expired`` (reason);
+FOLDER (see `wait_for_job`), runs it exactly as a fresh worker would, and exits. Each stdout line that
+starts with ``EVENT_PREFIX`` carries one JSON event: ``hello`` (pid, consumed by the parent); in standby
+``ready`` (imported, seconds), then ``accepted`` (torch_preloaded, waited_s) or ``expired`` (reason);
 with ``--adapt-seconds``: ``adapting`` (budget_s), ``progress`` (done, total, phase "adapt") and
 ``adapted`` (summary, used, gain_db: the adaptation report); then ``start`` (device, slab size, slices),
 ``progress`` (done, total), ``notice`` (message), ``done``
