@@ -3,6 +3,7 @@
 The module holds only GUI state; the engine is TSCDenoiseLib (installed beside this file by the
 extension, or one folder up in a source checkout). Nothing here imports torch: the device list comes
 from a probe process and denoising runs in a worker process, both started and followed by the logic.
+While the module is shown, the logic keeps one standby worker (torch already imported) for the next run.
 Every Slicer API used exists in Slicer 5.6 or is guarded (Testing/TSCDenoise/test_slicer_api_versions.py).
 """
 
@@ -39,6 +40,7 @@ import TSCDenoiseLib.mrml.probe as deviceProbe  # noqa: E402  (no torch: the pro
 
 TORCH_REQUIREMENT = "torch>=2.4"
 POLL_INTERVAL_MS = 100
+STANDBY_IDLE_SECONDS = 600  # an unused standby worker exits by itself after this long
 SAMPLE_CATEGORY = "TSCDenoise"
 SAMPLE_LOW_DOSE_NAME = "TSCDenoise low-dose head CT"
 SAMPLE_NORMAL_DOSE_NAME = "TSCDenoise normal-dose head CT (reference)"
@@ -177,8 +179,10 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.refreshDeviceInfo(self.onDeviceInfo)  # in the background; cached for the session
 
     def cleanup(self) -> None:
+        """Called on application exit and module reload: stop the run and the standby worker."""
         if self.logic:
             self.logic.cancel()
+            self.logic.stopStandby()
             self.logic.removeDeviceInfoCallback(self.onDeviceInfo)
         self.removeObservers()
 
@@ -186,14 +190,17 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Developer mode Reload: also reload TSCDenoiseLib, not only this file."""
         if self.logic:
             self.logic.cancel()
+            self.logic.stopStandby()  # it has the old TSCDenoiseLib loaded
         for name in [name for name in sys.modules if name == "TSCDenoiseLib" or name.startswith("TSCDenoiseLib.")]:
             del sys.modules[name]  # TSCDenoise.py imports it afresh when reloaded below
         ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.logic.prepareStandby()  # import torch in a worker now, while the user sets up the run
 
     def exit(self) -> None:
+        self.logic.stopStandby()  # a running denoising goes on; only the idle standby ends
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -201,11 +208,13 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.cancel()
+        self.logic.stopStandby()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+            self.logic.prepareStandby()
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -287,6 +296,7 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDeviceInfo(self, info: dict) -> None:
         self.updateGui()
+        self.logic.resumeStandby()  # deferred while the probe was timing a slice
 
     def onLoadSample(self) -> None:
         """Load the bundled low-dose sample and select it as the input."""
@@ -380,6 +390,8 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.lastRun = None
+        self.standby = None  # a StandbyWorker waiting for the next run (prepareStandby), or None
+        self._standbyWanted = False
         self._comparisonCompositeNodeIDs = []
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -416,12 +428,17 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
 
         if self.isRunning:
             raise RuntimeError(_("A denoising run is already going on; cancel it first."))
+        standby, self.standby = self.standby, None  # the run uses it up: it takes the job or is stopped
         run = NodeDenoiseRun(
             inputVolume, outputVolume, model_path=modelPath, device=device, slab_size=slabSize, amp=mixedPrecision,
             create_difference=createDifference, adapt_seconds=adaptSeconds, python_executable=_pythonExecutable(),
-            work_dir=slicer.app.temporaryPath, launch=_launchHidden, on_status=onStatus, on_progress=onProgress,
-            on_log=_logTo(onLog), on_finished=onFinished)
-        run.start()  # raises with nothing left behind (its temporary folder is removed)
+            work_dir=slicer.app.temporaryPath, launch=_launchHidden, standby=standby, on_status=onStatus,
+            on_progress=onProgress, on_log=_logTo(onLog), on_finished=onFinished)
+        try:
+            run.start()  # raises with nothing left behind (its temporary folder is removed)
+        except Exception:
+            self.standby = run.standby  # refused before the standby was used (bad input): keep it for the next run
+            raise
         self.lastRun = run
         self._timer.start()
         return run
@@ -434,6 +451,48 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
     def _onTimer(self) -> None:
         if self.lastRun is None or not self.lastRun.poll():
             self._timer.stop()
+            self.resumeStandby()  # the next run starts without importing torch
+
+    def prepareStandby(self) -> None:
+        """Keep a standby worker: a PythonSlicer process that imports torch now and runs the next job.
+
+        It removes torch's import (~1.5 s) from the next run's wait; a run that finds none (or one that
+        ended) starts a fresh worker as before. The standby exits by itself after STANDBY_IDLE_SECONDS
+        unused, or when Slicer is gone; a new one follows each run until stopStandby(). Nothing starts
+        while torch is not installed or a run is going on.
+        """
+        from TSCDenoiseLib.mrml.background import StandbyWorker
+
+        self._standbyWanted = True
+        probe = TSCDenoiseLogic._deviceProbe
+        if probe is not None and probe.running:
+            return  # it times a slice for the estimate: do not compete for the CPU (resumeStandby follows it)
+        if self.isRunning or (self.standby is not None and self.standby.accepts(_pythonExecutable(),
+                                                                                slicer.app.temporaryPath)):
+            return
+        self._discardStandby()
+        if missingRequirements([TORCH_REQUIREMENT]):
+            return
+        try:
+            self.standby = StandbyWorker(python_executable=_pythonExecutable(), work_dir=slicer.app.temporaryPath,
+                                         idle_seconds=STANDBY_IDLE_SECONDS).start(_launchHidden)
+        except OSError as error:
+            logging.warning(f"TSCDenoise: the standby worker could not start (runs start a fresh one): {error}")
+
+    def resumeStandby(self) -> None:
+        """prepareStandby() again if it was asked for and not stopped since (after a run, after the probe)."""
+        if self._standbyWanted:
+            self.prepareStandby()
+
+    def stopStandby(self) -> None:
+        """End the standby worker, if any, and remove its temporary folder; none is started after runs."""
+        self._standbyWanted = False
+        self._discardStandby()
+
+    def _discardStandby(self) -> None:
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            standby.stop()
 
     def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", slabSize="auto",
                 mixedPrecision=True, createDifference=False, waitForCompletion=True, adaptSeconds=0):
@@ -727,6 +786,8 @@ class TSCDenoiseTest(ScriptedLoadableModuleTest):
         self.test_InputIsRefusedAsOutput()
         self.setUp()
         self.test_AdaptToScanRunsInTheWorker()
+        self.setUp()
+        self.test_StandbyWorkerRunsTheNextJob()
 
     def _sampleSlab(self, slices: int = 3):
         """The first `slices` slices of the bundled low-dose sample, with its geometry, and the reference."""
@@ -822,6 +883,31 @@ class TSCDenoiseTest(ScriptedLoadableModuleTest):
         self.assertIn(run.adaptation["used"], ("adapted", "original"))
         self.assertTrue(any(line.startswith("Adaptation (") for line in logs))
         self.assertEqual(slicer.util.arrayFromVolume(run.output_node).shape, slicer.util.arrayFromVolume(slab).shape)
+
+    def test_StandbyWorkerRunsTheNextJob(self):
+        self.delayDisplay("A standby worker imports torch ahead of the run, runs it, and is stopped without traces")
+        slab, _reference = self._sampleSlab(2)
+        while TSCDenoiseLogic._deviceProbe is not None and TSCDenoiseLogic._deviceProbe.running:
+            slicer.app.processEvents()  # prepareStandby waits for the probe's timing
+            time.sleep(0.05)
+        logic = TSCDenoiseLogic()
+        logic.prepareStandby()
+        standby = logic.standby
+        self.assertIsNotNone(standby)
+        while standby.ready is None and standby.running:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertIn("torch", standby.ready["imported"])
+        output = logic.process(slab, device="cpu", slabSize=1)
+        self.assertTrue(logic.lastRun.used_standby)
+        self.assertEqual(slicer.util.arrayFromVolume(output).shape, slicer.util.arrayFromVolume(slab).shape)
+        self.assertFalse(standby.folder.exists())
+        self.assertIsNotNone(logic.standby)  # the next one is already on its way
+        self.assertIsNot(logic.standby, standby)
+        nextStandby = logic.standby
+        logic.stopStandby()
+        self.assertIsNone(logic.standby)
+        self.assertFalse(nextStandby.folder.exists())
 
     def test_InputIsRefusedAsOutput(self):
         slab, _reference = self._sampleSlab(1)

@@ -11,6 +11,13 @@ read the pipes' bytes and decode them with replacement, and never stop on undeco
 code page), so the pipe is always drained, progress never stalls and no event is lost. Cancel never blocks: it terminates the process tree (psutil where installed, as
 SlicerMONAIAuto3DSeg does; else the launcher and the worker's own pid) and `poll()` escalates to a
 kill after a grace period.
+
+A fresh worker spends most of its fixed cost (~1.5 s) importing torch before its first slice.
+`StandbyWorker` moves that out of the user's wait: started ahead of a run, it imports torch and the
+engine, then waits for ONE job in its private folder (a file handshake: ``launchConsoleProcess`` gives
+the child no stdin) and from then on is that job's `DenoiseProcess` in every respect: same events, same
+cancel of the whole tree, same atomic output, one job per process. `start_denoise_process` hands a run
+to a standby when one is alive, idle and started with the same Python, and else starts a fresh worker.
 """
 
 from __future__ import annotations
@@ -32,13 +39,22 @@ from typing import IO, Any, Callable, Deque, Dict, List, Mapping, Optional, Sequ
 import numpy as np
 
 from ..errors import EXIT_OK, DenoiseCancelled, TSCDenoiseError, exception_for_exit_code
-from .worker import EVENT_PREFIX
+from .worker import CLAIM_FILE, CLOSED_SUFFIX, EVENT_PREFIX, JOB_FILE, worker_arguments
 
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 Event = Dict[str, Any]
 # launch(command, env_updates, cwd) -> a started Popen whose stdout (and stderr, unless merged) are pipes
 LaunchFn = Callable[[List[str], Mapping[str, str], str], subprocess.Popen]
 CANCEL_GRACE_SECONDS = 3.0
+WORKER_MODULE = "TSCDenoiseLib.mrml.worker"
+STANDBY_IDLE_SECONDS = 600.0  # a standby nobody uses exits by itself after this long
+PythonCommand = Union[str, Sequence[str], None]
+
+
+def python_command(python_executable: PythonCommand = None) -> List[str]:
+    """The command prefix that runs Python: `python_executable` (a path, or a list such as a launcher's) or ours."""
+    python = python_executable or sys.executable
+    return [python] if isinstance(python, str) else list(python)
 
 
 def worker_environment() -> Dict[str, str]:
@@ -220,29 +236,24 @@ class DenoiseProcess(ChildProcess):
         adapt_seconds: float = 0.0,
         spacing: Optional[Sequence[float]] = None,
     ) -> None:
-        folder = Path(tempfile.mkdtemp(prefix="TSCDenoise-", dir=work_dir))
-        self.folder = folder
-        self.input_path, self.output_path = folder / "input.npy", folder / "output.npy"
+        folder = self._make_folder(work_dir)
         self.model_path = model_path
         try:
-            np.save(self.input_path, np.ascontiguousarray(volume), allow_pickle=False)
+            self._save_input(volume)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # e.g. a full disk: leave no partial input behind
             raise
-        python = python_executable or sys.executable
-        command = [python] if isinstance(python, str) else list(python)
-        command += ["-m", "TSCDenoiseLib.mrml.worker", str(self.input_path), str(self.output_path),
-                    "--device", str(device), "--slab-size", str(slab_size)]
-        if model_path is not None:
-            command += ["--model", os.fspath(model_path)]
-        if not amp:
-            command.append("--no-amp")
-        if not check_hu:
-            command.append("--no-check-hu")
-        if adapt_seconds and adapt_seconds > 0:
-            command += ["--adapt-seconds", repr(float(adapt_seconds))]
-            command += ["--spacing"] + [repr(float(v)) for v in (spacing or (1.0, 1.0, 1.0))]
-        super().__init__(command, folder)
+        arguments = worker_arguments(self.input_path, self.output_path, model_path, device, slab_size, amp, check_hu,
+                                     adapt_seconds, spacing)
+        super().__init__(python_command(python_executable) + ["-m", WORKER_MODULE] + arguments, folder)
+
+    def _make_folder(self, work_dir: Union[str, os.PathLike, None]) -> Path:
+        self.folder = Path(tempfile.mkdtemp(prefix="TSCDenoise-", dir=work_dir))
+        self.input_path, self.output_path = self.folder / "input.npy", self.folder / "output.npy"
+        return self.folder
+
+    def _save_input(self, volume: np.ndarray) -> None:
+        np.save(self.input_path, np.ascontiguousarray(volume), allow_pickle=False)
 
     def start(self, launch: Optional[LaunchFn] = None) -> "DenoiseProcess":
         """Start the worker; on failure (e.g. no Python executable) the temporary folder is removed."""
@@ -274,6 +285,140 @@ class DenoiseProcess(ChildProcess):
     def cleanup(self) -> None:
         """Remove the temporary folder (input and output arrays)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class StandbyWorker(DenoiseProcess):
+    """A worker started before its job: it imports torch and the engine, then runs the ONE job `submit` gives it.
+
+    Until `submit`, it waits in its private folder and exits by itself (removing the folder) after
+    `idle_seconds` without a job, when this process is gone, or when `stop()` removes the folder. After a
+    successful `submit` it is that job's `DenoiseProcess`: `poll`, `cancel`, `result` and `cleanup` as for
+    a fresh worker. `ready` holds its ``ready`` event (what it imported) once the imports are done;
+    `accepted` its ``accepted`` event once it has read the job.
+    """
+
+    def __init__(
+        self,
+        python_executable: PythonCommand = None,
+        work_dir: Union[str, os.PathLike, None] = None,
+        idle_seconds: float = STANDBY_IDLE_SECONDS,
+    ) -> None:
+        folder = self._make_folder(work_dir)
+        self.model_path = None
+        self.python = python_command(python_executable)
+        self.idle_seconds = float(idle_seconds)
+        self.ready: Optional[Event] = None
+        self.accepted: Optional[Event] = None
+        self.expired: Optional[Event] = None
+        self.submitted = False
+        self.ready_at_submit = False
+        command = self.python + ["-m", WORKER_MODULE, "--standby", str(folder), "--idle-seconds",
+                                 repr(self.idle_seconds), "--parent-pid", str(os.getpid())]
+        # Not in its own folder: the standby renames and removes that folder when it ends without a job.
+        ChildProcess.__init__(self, command, folder.parent)
+
+    def accepts(self, python_executable: PythonCommand = None, work_dir: Union[str, os.PathLike, None] = None) -> bool:
+        """Whether this standby can take a job now: alive, not yet used, same Python and temporary folder."""
+        wanted_dir = Path(work_dir if work_dir is not None else tempfile.gettempdir()).resolve()
+        return (not self.submitted and self.expired is None and self.running and self.folder.is_dir()
+                and self.python == python_command(python_executable) and self.folder.parent.resolve() == wanted_dir)
+
+    def submit(
+        self,
+        volume: np.ndarray,
+        model_path: Union[str, os.PathLike, None] = None,
+        device: str = "auto",
+        slab_size: Union[str, int] = "auto",
+        amp: bool = True,
+        check_hu: bool = True,
+        adapt_seconds: float = 0.0,
+        spacing: Optional[Sequence[float]] = None,
+    ) -> bool:
+        """Hand the standby its one job (DenoiseProcess's arguments); False when it can no longer take one.
+
+        Returns:
+            True when the job is handed over (from now on this object follows it), False when the standby
+            has ended or is ending (its folder is then left to `stop()`): start a fresh worker instead.
+
+        Raises:
+            OSError: the input could not be written (e.g. a full disk); the standby is stopped, its folder removed.
+            RuntimeError: a job was already submitted (one job per process).
+        """
+        if self.submitted:
+            raise RuntimeError("This standby worker already has its job; start a new one.")
+        if not self.running or self.expired is not None:
+            return False
+        try:  # exclusive: a standby that is ending claims the folder first, and then never runs a job
+            os.close(os.open(self.folder / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError:
+            return False
+        self.submitted, self.ready_at_submit = True, self.ready is not None
+        self.model_path = model_path
+        try:
+            self._save_input(volume)
+            arguments = worker_arguments(self.input_path, self.output_path, model_path, device, slab_size, amp,
+                                         check_hu, adapt_seconds, spacing)
+            staging = self.folder / (JOB_FILE + ".tmp")
+            staging.write_text(json.dumps({"argv": arguments}), encoding="utf-8")
+            os.replace(staging, self.folder / JOB_FILE)  # the standby sees the whole job or none of it
+        except BaseException:
+            self.stop()
+            raise
+        return True
+
+    @property
+    def lost_job(self) -> bool:
+        """True when the standby exited after `submit` without taking the job (not cancelled): run it afresh."""
+        return self.submitted and self.accepted is None and not self.cancelled and not self.running
+
+    def stop(self) -> None:
+        """End the standby (its whole tree, at once) and remove its folder; never blocks."""
+        if self.running:
+            _signal_tree(self._tree_pids(), kill=True, group=self.process.pid if self._own_group else None)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the temporary folder, and the one a standby that ended by itself may have left mid-removal."""
+        super().cleanup()
+        shutil.rmtree(self.folder.with_name(self.folder.name + CLOSED_SUFFIX), ignore_errors=True)
+
+    def _on_stdout_line(self, line: str) -> None:
+        event = parse_event(line)
+        kind = event["event"] if event is not None else None
+        if kind in ("ready", "accepted", "expired"):  # the standby's own life, not the job's events
+            setattr(self, kind, event)
+            return
+        super()._on_stdout_line(line)
+
+
+def start_denoise_process(
+    volume: np.ndarray,
+    standby: Optional[StandbyWorker] = None,
+    launch: Optional[LaunchFn] = None,
+    python_executable: PythonCommand = None,
+    work_dir: Union[str, os.PathLike, None] = None,
+    **job: Any,
+) -> DenoiseProcess:
+    """A started run of `volume`: on `standby` when it accepts the job, else in a fresh worker as before.
+
+    Args:
+        volume: the HU array (Z, Y, X).
+        standby: a StandbyWorker, used up either way: it takes this job, or it is stopped and removed.
+        launch: how a fresh worker is started (default `popen_hidden`).
+        python_executable, work_dir: as DenoiseProcess; a standby started otherwise is not used.
+        **job: DenoiseProcess's other arguments (model_path, device, slab_size, amp, check_hu, adapt_seconds, spacing).
+
+    Returns:
+        The DenoiseProcess following the run (the standby itself when it took the job).
+
+    Raises:
+        OSError: the input could not be written or the worker could not start; nothing is left behind.
+    """
+    if standby is not None:
+        if standby.accepts(python_executable, work_dir) and standby.submit(volume, **job):
+            return standby
+        standby.stop()
+    return DenoiseProcess(volume, python_executable=python_executable, work_dir=work_dir, **job).start(launch)
 
 
 def _psutil() -> Any:

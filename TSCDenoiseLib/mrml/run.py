@@ -6,7 +6,9 @@ events into the callbacks `on_status(text)`, `on_progress(done, total, seconds_l
 and, once the worker has exited, publishes the result into the output node (with the input's geometry,
 and the difference volume when asked) and calls `on_finished(output_node, error)` exactly once.
 `cancel()` returns at once; the next polls finish the run with `DenoiseCancelled`. The scene is only
-changed when the whole result is there.
+changed when the whole result is there. Given a `standby` (a `StandbyWorker` started ahead of time, with
+torch already imported), the run is handed to it; when it cannot take the run (ended, expired, another
+Python), or exits before reading the job, the run starts a fresh worker exactly as without one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from typing import Any, Callable, Optional, Sequence, Union
 
 from ..errors import DenoiseCancelled, TSCDenoiseError
-from .background import DenoiseProcess, LaunchFn
+from .background import DenoiseProcess, LaunchFn, StandbyWorker, start_denoise_process
 from .nodes import check_output_node, create_difference_volume, describe_model, new_image_like, publish_output, \
     volume_voxels
 
@@ -41,6 +43,7 @@ class NodeDenoiseRun:
         python_executable: Union[str, Sequence[str], None] = None,
         work_dir: Union[str, "os.PathLike[str]", None] = None,
         launch: Optional[LaunchFn] = None,
+        standby: Optional[StandbyWorker] = None,
         on_status: Optional[StatusFn] = None,
         on_progress: Optional[ProgressFn] = None,
         on_log: Optional[StatusFn] = None,
@@ -51,6 +54,8 @@ class NodeDenoiseRun:
                             python_executable=python_executable, work_dir=work_dir, adapt_seconds=adapt_seconds)
         self.create_difference = create_difference
         self.launch = launch
+        self.standby = standby  # used up by start() once the nodes pass its checks: it takes the run, or is stopped
+        self.used_standby = False  # whether the worker that ran the job was the standby
         self.on_status, self.on_progress, self.on_log, self.on_finished = on_status, on_progress, on_log, on_finished
         self.process: Optional[DenoiseProcess] = None
         self.difference_node: Any = None
@@ -70,10 +75,32 @@ class NodeDenoiseRun:
         voxels = volume_voxels(self.input_node)
         check_output_node(self.input_node, self.output_node)
         self.started_at = time.monotonic()
-        spacing = tuple(self.input_node.GetSpacing()) if self.options["adapt_seconds"] else None
-        self.process = DenoiseProcess(voxels, spacing=spacing, **self.options).start(self.launch)
+        standby, self.standby = self.standby, None
+        self.process = start_denoise_process(voxels, standby=standby, launch=self.launch, spacing=self._spacing(),
+                                             **self.options)
+        self.used_standby = self.process is standby
         self._status("Loading the model...")
         return self
+
+    def _spacing(self) -> Optional[tuple]:
+        return tuple(self.input_node.GetSpacing()) if self.options["adapt_seconds"] else None
+
+    def _standby_lost_the_job(self) -> bool:
+        if not isinstance(self.process, StandbyWorker):
+            return False
+        self.process.wait()  # it has exited: join its readers, so an "accepted" still in the pipe is seen
+        return self.process.lost_job
+
+    def _restart_fresh(self) -> None:
+        """The standby exited before reading the job: run it in a fresh worker, as without a standby."""
+        lost = self.process
+        for line in lost.log_lines():
+            self._call(self.on_log, line)
+        lost.cleanup()
+        self._call(self.on_log, "worker: the standby worker ended before taking the job; starting a fresh one")
+        self.used_standby = False
+        self.process = DenoiseProcess(volume_voxels(self.input_node), spacing=self._spacing(),
+                                      **self.options).start(self.launch)
 
     @property
     def running(self) -> bool:
@@ -84,6 +111,15 @@ class NodeDenoiseRun:
         if self.process is None or self.finished:
             return False
         exited = not self.process.running  # read before draining, so no event after it is missed
+        if exited and self._standby_lost_the_job():
+            try:
+                self._restart_fresh()
+            except (TSCDenoiseError, OSError, ValueError) as exc:
+                self.error, self.finished = exc, True
+                self.seconds = time.monotonic() - (self.started_at or time.monotonic())
+                self._call(self.on_finished, None, exc)
+                return False
+            return True
         for line in self.process.log_lines():
             self._call(self.on_log, line)
         for event in self.process.poll():

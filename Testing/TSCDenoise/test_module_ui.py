@@ -210,3 +210,30 @@ def test_methods_called_on_self_exist_in_the_class_or_its_slicer_base(module_tre
                   and isinstance(node.func.value, ast.Name) and node.func.value.id == "self"}
         unknown = {name for name in called - own - BASE_METHODS[cls.name] if not name.startswith("assert")}
         assert not unknown, f"{cls.name} calls self.{sorted(unknown)}, which neither it nor its Slicer base class defines"
+
+
+def _class(tree, name):
+    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+
+
+def _logic_calls(function):
+    """Names of the `self.logic.<name>(...)` calls in `function`."""
+    return {node.func.attr for node in ast.walk(function)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "logic"
+            and isinstance(node.func.value.value, ast.Name) and node.func.value.value.id == "self"}
+
+
+def test_methods_the_widget_calls_on_its_logic_exist(module_tree):
+    logic = {f.name for f in _class(module_tree, "TSCDenoiseLogic").body if isinstance(f, ast.FunctionDef)}
+    called = _logic_calls(_class(module_tree, "TSCDenoiseWidget"))
+    assert called - logic - BASE_METHODS["TSCDenoiseLogic"] == set()
+
+
+def test_the_standby_worker_is_stopped_whenever_the_panel_goes_away(module_tree):
+    """A standby worker (an idle process with torch loaded) must not outlive the module, the scene or a reload."""
+    widget = {f.name: f for f in _class(module_tree, "TSCDenoiseWidget").body if isinstance(f, ast.FunctionDef)}
+    for method in ("cleanup", "exit", "onSceneStartClose", "onReload"):
+        assert "stopStandby" in _logic_calls(widget[method]), f"TSCDenoiseWidget.{method} leaves the standby running"
+    for method in ("enter", "onSceneEndClose"):
+        assert "prepareStandby" in _logic_calls(widget[method]), f"TSCDenoiseWidget.{method} starts no standby"

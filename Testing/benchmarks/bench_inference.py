@@ -11,8 +11,10 @@ optionally ONNX Runtime and torch.compile, each as a ratio to the fp32 eager pat
 in the same run, with its quality: the largest per-slice PSNR change against the normal-dose reference
 (tolerance 0.05 dB) and the mean/max absolute difference to fp32 in HU (tolerance 0.5 HU mean); then a
 2048^2 matmul's fp32 and bf16 GFLOP/s and the fraction of it the defaults reach.
-`--end-to-end` (CPU): a fresh `tscdenoise denoise` process and the Slicer worker (`DenoiseProcess`) vs
-in-process fp32, and a fresh process's fixed costs (imports, model load, first-slice warm-up).
+`--end-to-end` (CPU): a fresh `tscdenoise denoise` process, the Slicer worker (`DenoiseProcess`) and the
+Slicer worker handed to a ready standby (`StandbyWorker`, started untimed before each call, as the panel
+starts it ahead of the run) vs in-process fp32, each worker's time to its first "start" event, and a fresh
+process's fixed costs (imports, model load, first-slice warm-up).
 
 For each slab size it prints slices/s of the pipeline (int16 HU in -> int16 HU out: validation,
 normalisation, copies, dtype conversion included) and of the bare forward over pre-normalised float
@@ -331,7 +333,7 @@ def end_to_end(args) -> None:
     from TSCDenoiseLib.core.checkpoint import load_model
     from TSCDenoiseLib.core.resources import default_model_path
     from TSCDenoiseLib.io import VolumeGeometry, write_ct
-    from TSCDenoiseLib.mrml.background import DenoiseProcess
+    from TSCDenoiseLib.mrml.background import DenoiseProcess, StandbyWorker, start_denoise_process
 
     device = torch.device("cpu")
     model = load_model(device=device)
@@ -349,28 +351,67 @@ def end_to_end(args) -> None:
             done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
             cli.last = json.loads(done.stdout)
 
-        def worker() -> None:
-            process = DenoiseProcess(low, default_model_path(), device="cpu", work_dir=folder).start()
+        # seconds from the call to the worker's "start" event (model loaded) and to its first "progress" (a slice done)
+        to_start: Dict[str, List[float]] = {"fresh": [], "standby": []}
+        to_first: Dict[str, List[float]] = {"fresh": [], "standby": []}
+
+        def follow(process, kind: str, started: float) -> None:
+            seen = set()
             while process.running:
-                process.poll()
+                for event in process.poll():
+                    if event["event"] in ("start", "progress") and event["event"] not in seen:
+                        seen.add(event["event"])
+                        (to_start if event["event"] == "start" else to_first)[kind].append(time.perf_counter() - started)
                 time.sleep(0.02)
             process.result()
             process.cleanup()
 
+        def worker() -> None:
+            started = time.perf_counter()
+            follow(DenoiseProcess(low, default_model_path(), device="cpu", work_dir=folder).start(), "fresh", started)
+
+        standbys: List[StandbyWorker] = []
+
+        def prepare_standby() -> None:  # untimed: the panel starts it when the module is entered / after a run
+            standby = StandbyWorker(work_dir=folder).start()
+            while standby.ready is None:
+                if not standby.running:
+                    raise RuntimeError("the standby worker did not start: " + " | ".join(standby.stderr_tail))
+                time.sleep(0.02)
+            standbys.append(standby)
+
+        def standby_worker() -> None:
+            started = time.perf_counter()
+            standby = standbys.pop()
+            process = start_denoise_process(low, standby=standby, model_path=default_model_path(), device="cpu",
+                                            work_dir=folder)
+            if process is not standby:
+                raise RuntimeError("the ready standby worker did not take the job")
+            follow(process, "standby", started)
+
+        standby_row = "Slicer worker, standby (StandbyWorker)"
         minima = interleaved_minima(
             {"in-process fp32 (amp=False)": lambda: denoise_volume(low, model, device=device, amp=False),
              "in-process defaults": lambda: denoise_volume(low, model, device=device),
              "tscdenoise denoise (fresh process)": cli,
-             "Slicer worker (DenoiseProcess)": worker},
-            args.repeats, device)
+             "Slicer worker (DenoiseProcess)": worker,
+             standby_row: standby_worker},
+            args.repeats, device, setups={standby_row: prepare_standby})
         probes = [json.loads(subprocess.run([sys.executable, "-c", _FIXED_COST_PROBE, str(array_path), threads],
                                             check=True, capture_output=True, text=True, env=env).stdout)
                   for _ in range(args.repeats)]
     base = minima["in-process fp32 (amp=False)"]
     print(f"\nEnd to end: {low.shape[0]} x {args.ct_size}^2 real CT slices, CPU, {threads} threads, "
           f"{args.repeats} interleaved repeats (minimum)")
+    defaults = minima["in-process defaults"]  # the workers' own settings (amp=True)
     for name, seconds in minima.items():
-        print(f"  {name:38s} {seconds:7.2f} s  {base / seconds:5.2f}x in-process fp32")
+        print(f"  {name:38s} {seconds:7.2f} s  {base / seconds:5.2f}x in-process fp32  "
+              f"{defaults / seconds:5.2f}x in-process defaults")
+    fresh_row = "Slicer worker (DenoiseProcess)"
+    print(f"  standby vs fresh worker: {minima[fresh_row] / minima[standby_row]:.2f}x faster end to end")
+    print("  from the call to the worker's 'start' event / first 'progress' event (minimum): " + ", ".join(
+        f"{label} {min(to_start[kind]):.2f} / {min(to_first[kind]):.2f} s"
+        for kind, label in (("fresh", "fresh worker"), ("standby", "standby"))))
     print(f"  tscdenoise's own split (last run): read {cli.last['read_s']:.2f} s, denoise {cli.last['denoise_s']:.2f} s, "
           f"write {cli.last['write_s']:.2f} s")
     print("  fixed costs of a fresh process (minimum of the probes):")

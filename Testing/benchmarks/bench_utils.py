@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import psutil
 import torch
@@ -16,13 +16,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_times(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, List[float]]:
-    """Wall times of each candidate, run alternately (after one warm-up each) so that machine load hits all alike."""
-    for fn in candidates.values():
+def interleaved_times(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                      setups: Optional[Dict[str, Callable[[], object]]] = None) -> Dict[str, List[float]]:
+    """Wall times of each candidate, run alternately (after one warm-up each) so that machine load hits all alike.
+
+    `setups[name]`, where given, runs untimed before each call of candidate `name` (e.g. start a standby worker).
+    """
+    setups = setups or {}
+    for name, fn in candidates.items():
+        if name in setups:
+            setups[name]()
         fn()
     times: Dict[str, List[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
+            if name in setups:
+                setups[name]()
             sync(device)
             start = time.perf_counter()
             fn()
@@ -36,9 +45,10 @@ def interleaved_medians(candidates: Dict[str, Callable[[], object]], repeats: in
     return {name: statistics.median(values) for name, values in interleaved_times(candidates, repeats, device).items()}
 
 
-def interleaved_minima(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
+def interleaved_minima(candidates: Dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                       setups: Optional[Dict[str, Callable[[], object]]] = None) -> Dict[str, float]:
     """Minimum of `interleaved_times` per candidate: on a loaded machine, the run least disturbed by others."""
-    return {name: min(values) for name, values in interleaved_times(candidates, repeats, device).items()}
+    return {name: min(values) for name, values in interleaved_times(candidates, repeats, device, setups).items()}
 
 
 class PeakRSS:

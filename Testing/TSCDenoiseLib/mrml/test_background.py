@@ -238,3 +238,190 @@ def test_a_failed_start_leaves_no_temporary_input(tmp_path):
     with pytest.raises(OSError):
         DenoiseProcess(_ct((2, 16, 16)), python_executable=str(tmp_path / "no-such-python"), work_dir=work).start()
     assert list(work.iterdir()) == []
+
+
+# --- the standby worker: started ahead of the run, torch already imported, one job ---------------------------
+
+from pathlib import Path  # noqa: E402
+
+from TSCDenoiseLib.mrml.background import StandbyWorker, start_denoise_process  # noqa: E402
+from TSCDenoiseLib.mrml.background import worker_environment as background_environment  # noqa: E402
+from TSCDenoiseLib.mrml.worker import CLOSED_SUFFIX  # noqa: E402
+
+
+def _until(condition, timeout=120.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _ready_standby(work_dir, **options):
+    standby = StandbyWorker(work_dir=work_dir, **options).start()
+    _until(lambda: standby.ready is not None or not standby.running, what="the standby's ready event")
+    assert standby.ready is not None, f"the standby did not get ready: {list(standby.stderr_tail)}"
+    return standby
+
+
+def _maps_torch(pid: int) -> bool:
+    """Whether torch's shared library is mapped in `pid` (read from the OS, not from the worker's own report)."""
+    return any("libtorch" in Path(m.path).name for m in psutil.Process(pid).memory_maps())
+
+
+def test_a_standby_job_gives_the_fresh_workers_array_and_events(tiny_net, checkpoint, tmp_path):
+    volume = _ct((6, 32, 40))
+    fresh = DenoiseProcess(volume, checkpoint, device="cpu", slab_size=2, work_dir=tmp_path).start()
+    fresh_events = _run_to_end(fresh)
+    expected = fresh.result()
+    fresh.cleanup()
+
+    standby = _ready_standby(tmp_path)
+    process = start_denoise_process(volume, standby=standby, model_path=checkpoint, device="cpu", slab_size=2,
+                                    work_dir=tmp_path)
+    assert process is standby and standby.submitted
+    events = _run_to_end(process)
+    result = process.result()
+    np.testing.assert_array_equal(result, expected)
+    np.testing.assert_array_equal(result, denoise_volume(volume, tiny_net, device="cpu", slab_size=2))
+    assert result.dtype == np.int16
+    strip = lambda evs: [{k: v for k, v in e.items() if k not in ("seconds", "slices_per_second")} for e in evs]
+    assert strip(events) == strip(fresh_events)  # the same events: start, progress 2/4/6, done
+    assert process.wait() == 0
+    process.cleanup()
+    assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the worker's memory maps (Linux)")
+def test_a_standby_has_torch_loaded_before_its_job_is_submitted(checkpoint, tmp_path):
+    """What removes the fixed cost from the user's wait: torch is in the standby before the job exists."""
+    standby = _ready_standby(tmp_path)
+    assert "torch" in standby.ready["imported"]
+    assert _maps_torch(standby.worker_pid)  # checked from outside, before the job is written
+    assert not any(p.name == "input.npy" for p in standby.folder.iterdir())
+    assert standby.submit(_ct((2, 16, 16)), checkpoint, device="cpu")
+    assert standby.ready_at_submit
+    events = _run_to_end(standby)
+    assert standby.accepted["torch_preloaded"] is True and events[-1]["event"] == "done"
+    assert standby.result().shape == (2, 16, 16)
+    standby.cleanup()
+
+
+def test_cancel_of_a_standby_job_kills_the_tree_and_leaves_no_output_or_folder(checkpoint, tmp_path):
+    launcher = tmp_path / "launcher.sh"  # stays alive as the worker's parent, as PythonSlicer's launcher does
+    launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\nstatus=$?\nexit $status\n')
+    launcher.chmod(launcher.stat().st_mode | stat.S_IEXEC)
+    work = tmp_path / "work"
+    work.mkdir()
+    standby = _ready_standby(work, python_executable=str(launcher))
+    process = start_denoise_process(_ct((400, 128, 128)), standby=standby, model_path=checkpoint, device="cpu",
+                                    slab_size=1, python_executable=str(launcher), work_dir=work)
+    assert process is standby
+    _until(lambda: any(e["event"] == "progress" for e in process.poll()) or not process.running,
+           what="the first progress event")
+    tree = [psutil.Process(process.process.pid)] + psutil.Process(process.process.pid).children(recursive=True)
+    assert len(tree) >= 2  # the launcher and the Python worker
+    started = time.perf_counter()
+    process.cancel()
+    assert time.perf_counter() - started < 0.2
+    gone, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, f"still running after cancel: {alive}"
+    with pytest.raises(TSCDenoiseError, match="cancelled"):
+        process.result()
+    assert not process.output_path.exists()
+    assert not any(name.startswith(".output.npy") for name in os.listdir(process.folder))
+    process.cleanup()
+    assert list(work.iterdir()) == []
+
+
+def test_an_idle_standby_exits_by_itself_removes_its_folder_and_the_run_falls_back(tiny_net, checkpoint, tmp_path):
+    standby = _ready_standby(tmp_path, idle_seconds=0.5)
+    assert standby.wait(timeout=60) == 0  # exits on its own
+    assert standby.expired is not None and standby.expired["reason"] == "idle"
+    assert not standby.folder.exists() and not any(CLOSED_SUFFIX in p.name for p in tmp_path.iterdir())
+    assert not standby.accepts(work_dir=tmp_path)
+    volume = _ct((3, 24, 24))
+    process = start_denoise_process(volume, standby=standby, model_path=checkpoint, device="cpu", work_dir=tmp_path)
+    assert process is not standby and not standby.submitted
+    np.testing.assert_array_equal(process.result(), denoise_volume(volume, tiny_net, device="cpu"))
+    process.cleanup()
+    assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+def test_a_dead_or_foreign_standby_is_stopped_and_a_fresh_worker_runs(tiny_net, checkpoint, tmp_path):
+    volume = _ct((2, 24, 24))
+    dead = _ready_standby(tmp_path)
+    dead.process.kill()  # e.g. killed by the system while idle
+    dead.wait(timeout=30)
+    other_python = StandbyWorker(python_executable=[sys.executable, "-X", "utf8"], work_dir=tmp_path).start()
+    for standby in (dead, other_python):
+        process = start_denoise_process(volume, standby=standby, model_path=checkpoint, device="cpu",
+                                        work_dir=tmp_path)
+        assert process is not standby and not standby.submitted
+        np.testing.assert_array_equal(process.result(), denoise_volume(volume, tiny_net, device="cpu"))
+        process.cleanup()
+    other_python.wait(timeout=30)  # stopped: killed, and its folder removed
+    assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+def test_a_standby_whose_folder_is_claimed_refuses_the_job(checkpoint, tmp_path):
+    """The race with an ending standby: it claims its folder first, so the parent's exclusive claim fails."""
+    standby = _ready_standby(tmp_path)
+    (standby.folder / "claim").write_text("")  # what the standby's own ending writes first
+    assert not standby.submit(_ct((2, 16, 16)), checkpoint, device="cpu")
+    assert not standby.submitted and not (standby.folder / "input.npy").exists()
+    standby.stop()
+    standby.wait(timeout=30)
+    assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+_PARENT_OF_A_STANDBY = (
+    "import sys, time\n"
+    "from TSCDenoiseLib.mrml.background import StandbyWorker\n"
+    "standby = StandbyWorker(work_dir=sys.argv[1]).start()\n"
+    "while standby.ready is None and standby.running: time.sleep(0.05)\n"
+    "print(standby.worker_pid, standby.folder, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_a_standby_exits_and_removes_its_folder_when_its_parent_is_gone(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT_OF_A_STANDBY, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    standby = None
+    try:
+        pid, folder = parent.stdout.readline().split(maxsplit=1)
+        standby, folder = psutil.Process(int(pid)), Path(folder.strip())
+        assert _still_running(standby) and folder.is_dir()
+        parent.kill()  # Slicer crashed: no cleanup() ran
+        parent.wait(timeout=30)
+        _until(lambda: not _still_running(standby), timeout=30, what="the orphaned standby to exit")
+        _until(lambda: not folder.exists(), timeout=10, what="the standby's folder to be removed")
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if standby is not None and _still_running(standby):  # it failed to exit: do not leave it behind
+            standby.kill()
+
+
+def test_a_standby_under_slicers_launcher_takes_its_job_and_its_heartbeats_stay_out_of_the_log(
+        tiny_net, checkpoint, tmp_path):
+    """launchConsoleProcess (5.6-5.12): no stdin, text-mode stdout in a code page, stderr merged into it."""
+    standby = StandbyWorker(work_dir=tmp_path).start(_launch_like_slicer("cp1252"))
+    _until(lambda: standby.ready is not None or not standby.running, what="the standby's ready event")
+    time.sleep(2.5)  # idle: at least two heartbeat lines go by
+    assert standby.running and standby.log_lines() == [] and standby.poll() == []
+    volume = _ct((3, 24, 24))
+    assert start_denoise_process(volume, standby=standby, model_path=checkpoint, device="cpu",
+                                 work_dir=tmp_path) is standby
+    events = _run_to_end(standby)
+    assert [e["event"] for e in events] == ["start", "progress", "done"]
+    np.testing.assert_array_equal(standby.result(), denoise_volume(volume, tiny_net, device="cpu"))
+    standby.cleanup()
+    assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+def test_the_worker_needs_input_and_output_unless_it_is_a_standby(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "TSCDenoiseLib.mrml.worker", "--device", "cpu"], capture_output=True,
+                          text=True, cwd=tmp_path, env=dict(os.environ, **background_environment()), timeout=60)
+    assert done.returncode == 2 and "INPUT and OUTPUT are required (or --standby FOLDER)" in done.stderr

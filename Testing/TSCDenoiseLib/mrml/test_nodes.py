@@ -382,3 +382,66 @@ def test_cancel_during_adaptation_finishes_cancelled_and_leaves_the_scene_alone(
     assert len(finished) == 1 and finished[0][0] is None and isinstance(finished[0][1], DenoiseCancelled)
     assert scene.GetNumberOfNodes() == nodes_before
     assert not run.process.folder.exists()
+
+
+# --- a standby worker (started ahead, torch already imported) takes the run --------------------------------
+
+from TSCDenoiseLib.mrml.background import StandbyWorker  # noqa: E402
+
+
+def _wait_ready(standby, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while standby.ready is None:
+        assert standby.running and time.monotonic() < deadline, list(standby.stderr_tail)
+        time.sleep(0.02)
+    return standby
+
+
+def test_a_run_handed_a_ready_standby_runs_on_it_with_the_same_result(scene, tiny_net, tmp_path):
+    checkpoint = save_model(tiny_net, tmp_path / "student.pt")
+    source = _volume_node(scene)
+    before = arrayFromVolume(source).copy()
+    standby = _wait_ready(StandbyWorker(work_dir=tmp_path).start())
+    progress, finished = [], []
+    run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=2, work_dir=tmp_path, standby=standby,
+                         on_progress=lambda done, total, left: progress.append((done, total)),
+                         on_finished=lambda node, error: finished.append((node, error))).start()
+    assert run.used_standby and run.process is standby and run.standby is None
+    _drive(run)
+    assert len(finished) == 1 and finished[0][1] is None
+    np.testing.assert_array_equal(arrayFromVolume(run.output_node),
+                                  denoise_volume(before, tiny_net, device="cpu", slab_size=2))
+    assert progress == [(2, 5), (4, 5), (5, 5)] and run.slices_per_second > 0
+    assert standby.accepted["torch_preloaded"]
+    assert list(tmp_path.iterdir()) == [checkpoint]  # the standby's folder went with the run
+
+
+def test_a_standby_that_dies_before_taking_the_job_is_replaced_by_a_fresh_worker(scene, tiny_net, tmp_path):
+    checkpoint = save_model(tiny_net, tmp_path / "student.pt")
+    source = _volume_node(scene)
+    before = arrayFromVolume(source).copy()
+    standby = StandbyWorker(work_dir=tmp_path).start()  # still importing torch: no job read yet
+    logs, finished = [], []
+    run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=2, work_dir=tmp_path, standby=standby,
+                         on_log=logs.append, on_finished=lambda node, error: finished.append((node, error))).start()
+    assert run.process is standby and standby.submitted
+    standby.process.kill()  # crashed after the job was handed over, before reading it
+    _drive(run)
+    assert standby.accepted is None and not run.used_standby and run.process is not standby
+    assert any("starting a fresh one" in line for line in logs)
+    assert len(finished) == 1 and finished[0][1] is None
+    np.testing.assert_array_equal(arrayFromVolume(run.output_node),
+                                  denoise_volume(before, tiny_net, device="cpu", slab_size=2))
+    assert list(tmp_path.iterdir()) == [checkpoint]
+
+
+def test_a_run_refused_at_start_leaves_its_standby_unused_for_the_next_run(scene, tmp_path):
+    source = _volume_node(scene)
+    standby = StandbyWorker(work_dir=tmp_path).start()
+    run = NodeDenoiseRun(source, source, work_dir=tmp_path, standby=standby)
+    with pytest.raises(InvalidInputError, match="never overwritten"):
+        run.start()
+    assert run.standby is standby and not standby.submitted and standby.running  # the caller keeps it
+    standby.stop()
+    standby.wait(timeout=30)
+    assert list(tmp_path.iterdir()) == []
