@@ -154,14 +154,15 @@ def _checked(settings: TrainSettings, strategy: str, shape: Sequence[int], spaci
                          alpha=settings.alpha)
 
 
-def _progress(progress: Optional[ProgressFn], started: float, budget_s: float,
-              steps: Optional[int]) -> Callable[[int], None]:
-    """A per-step callback reporting the larger of the time and the step fraction, in thousandths."""
+def _progress(progress: Optional[ProgressFn], started: float, budget_s: float, steps: Optional[int],
+              clock: Callable[[], float] = time.monotonic) -> Callable[[int], None]:
+    """A per-step callback reporting the larger of the time (on `clock`, from `started`) and the step
+    fraction, in thousandths."""
     if progress is None:
         return lambda step: None
 
     def report(step: int) -> None:
-        fraction = (time.monotonic() - started) / budget_s
+        fraction = (clock() - started) / budget_s
         if steps is not None:
             fraction = max(fraction, step / steps)
         progress(int(min(fraction, 0.999) * PROGRESS_TOTAL), PROGRESS_TOTAL)
