@@ -121,7 +121,7 @@ def adapt_model(
         training_seconds=training_seconds, original_risk=verdict.original_risk, adapted_risk=verdict.adapted_risk,
         standard_error=verdict.standard_error, original_rmse_hu=verdict.original_rmse_hu,
         adapted_rmse_hu=verdict.adapted_rmse_hu, gain_db=verdict.gain_db, conservative_gain=verdict.conservative_gain,
-        reason=reason,
+        conservative_standard_error=verdict.conservative_standard_error, reason=reason,
         verdict="adapted" if verdict.use_adapted else "original", **common)
 
 
