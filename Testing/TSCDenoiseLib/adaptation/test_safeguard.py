@@ -1,5 +1,5 @@
 """The safeguard's held-out test: which tiles count, how much each weighs, and a standard error that does not
-count the same information twice."""
+count the same noise twice."""
 
 import math
 
@@ -10,7 +10,7 @@ import torch
 from TSCDenoiseLib.adaptation.noise_model import estimate_noise_model
 from TSCDenoiseLib.adaptation.pairs import Split
 from TSCDenoiseLib.adaptation.safeguard import (
-    MIN_TISSUE, Scores, compare, held_out_tiles, touching_pairs, weighted_difference)
+    MIN_TISSUE, Scores, compare, held_out_tiles, stacked_pairs, weighted_difference)
 
 
 def _scores(risks, pixels=None, neighbours=()):
@@ -36,8 +36,9 @@ def test_the_standard_error_is_the_spread_of_independent_tiles():
     assert error == pytest.approx(float(differences.std() / math.sqrt(6)))  # equal weights: the textbook one
 
 
-def test_touching_tiles_that_agree_widen_the_standard_error():
-    # the same 6 gains, each seen twice, once by a tile and once by its neighbour: not 12 independent tiles
+def test_stacked_tiles_that_agree_widen_the_standard_error():
+    # the same 6 gains, each seen twice, by a tile and by the tile under it on the next slice (slices
+    # reconstructed with overlap share their noise): not 12 independent tiles
     gains = [-38.0, -2.0, -20.0, -65.0, 25.0, -20.0]
     doubled = [g for g in gains for _ in range(2)]
     pairs = [(2 * i, 2 * i + 1) for i in range(6)]
@@ -53,18 +54,17 @@ def test_touching_tiles_that_agree_widen_the_standard_error():
     assert compare(original, _scores([100.0 + d for d in doubled])).use_adapted
     assert not compare(_scores([100.0] * 12, neighbours=pairs),
                        _scores([100.0 + d for d in doubled], neighbours=pairs)).use_adapted
-    # tiles that disagree with their neighbours never make the error smaller than independent tiles'
+    # tiles that disagree with the next slice's never make the error smaller than independent tiles'
     alternating = [(-20.0 + (15.0 if i % 2 else -15.0)) for i in range(12)]
     _, with_pairs = weighted_difference(zeros, torch.tensor(alternating), neighbours=pairs)
     _, without = weighted_difference(zeros, torch.tensor(alternating))
     assert with_pairs == without
 
 
-def test_touching_pairs_on_the_slice_and_across_slices():
-    tile = 32
-    # held-out tiles of the diagonal stripes touch at corners: (0, 0) and (1, -1) tile steps
-    positions = [(0, 0, 96), (0, 32, 64), (0, 128, 128), (1, 0, 96), (3, 0, 96)]
-    assert touching_pairs(positions, tile) == ((0, 1), (0, 3))
+def test_stacked_pairs_are_the_same_place_on_adjacent_slices():
+    # in-plane tiles touching at a corner are denoised apart and share no noise beyond a few pixels: no pair
+    positions = [(0, 0, 96), (0, 32, 64), (0, 128, 128), (1, 0, 96), (3, 0, 96), (2, 0, 64), (4, 0, 96)]
+    assert stacked_pairs(positions) == ((0, 3), (4, 6))
 
 
 def test_held_out_tiles_keep_air_rich_tiles_with_their_weight():
