@@ -96,8 +96,8 @@ def judge(safeguard: types.ModuleType, low: np.ndarray, model, adapted, spacing,
             "conservative_standard_error": round(conservative_error, 2)}
 
 
-def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool, steps_from: dict = None,
-             before: types.ModuleType = None, before_name: str = "") -> dict:
+def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool, steps_from: dict | None = None,
+             before: types.ModuleType | None = None, before_name: str = "") -> dict:
     low = unseen.simulate(case, dose)
     rows = {"LDCT input": unseen.figures(low, case)}
     cache = unseen.DATA / "eval" / "cache" / f"{case['name']}@{dose}.npz"
