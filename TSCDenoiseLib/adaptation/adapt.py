@@ -121,7 +121,7 @@ def adapt_model(
         training_seconds=training_seconds, original_risk=verdict.original_risk, adapted_risk=verdict.adapted_risk,
         standard_error=verdict.standard_error, original_rmse_hu=verdict.original_rmse_hu,
         adapted_rmse_hu=verdict.adapted_rmse_hu, gain_db=verdict.gain_db, conservative_gain=verdict.conservative_gain,
-        reason=reason,
+        conservative_standard_error=verdict.conservative_standard_error, reason=reason,
         verdict="adapted" if verdict.use_adapted else "original", **common)
 
 
@@ -154,14 +154,15 @@ def _checked(settings: TrainSettings, strategy: str, shape: Sequence[int], spaci
                          alpha=settings.alpha)
 
 
-def _progress(progress: Optional[ProgressFn], started: float, budget_s: float,
-              steps: Optional[int]) -> Callable[[int], None]:
-    """A per-step callback reporting the larger of the time and the step fraction, in thousandths."""
+def _progress(progress: Optional[ProgressFn], started: float, budget_s: float, steps: Optional[int],
+              clock: Callable[[], float] = time.monotonic) -> Callable[[int], None]:
+    """A per-step callback reporting the larger of the time (on `clock`, from `started`) and the step
+    fraction, in thousandths."""
     if progress is None:
         return lambda step: None
 
     def report(step: int) -> None:
-        fraction = (time.monotonic() - started) / budget_s
+        fraction = (clock() - started) / budget_s
         if steps is not None:
             fraction = max(fraction, step / steps)
         progress(int(min(fraction, 0.999) * PROGRESS_TOTAL), PROGRESS_TOTAL)

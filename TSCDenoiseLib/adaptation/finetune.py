@@ -32,8 +32,12 @@ class TrainSettings:
 
 def fine_tune(model: nn.Module, volume_hu: np.ndarray, noise: ScanNoiseModel, split: Split, settings: TrainSettings,
               device: torch.device, seed: int, deadline: float, max_steps: Optional[int],
-              cancel: Optional[Callable[[], bool]], on_step: Callable[[int], None]) -> int:
-    """Train `model` (in place: the caller passes a copy) until `deadline` (time.monotonic()) or `max_steps`.
+              cancel: Optional[Callable[[], bool]], on_step: Callable[[int], None],
+              clock: Callable[[], float] = time.monotonic) -> int:
+    """Train `model` (in place: the caller passes a copy) until `deadline` (on `clock`) or `max_steps`.
+
+    Args:
+        clock: the time source `deadline` is on, read before every step (tests pass a fake one).
 
     Returns:
         The number of steps taken.
@@ -53,7 +57,7 @@ def fine_tune(model: nn.Module, volume_hu: np.ndarray, noise: ScanNoiseModel, sp
     while max_steps is None or steps < max_steps:
         if cancel is not None and cancel():
             raise DenoiseCancelled(f"Adaptation cancelled after {steps} steps; the original model is unchanged.")
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             break
         positions = sample_positions(volume_hu, split, settings.strategy, settings.patch, settings.batch, rng)
         pairs = [make_pair(volume_hu, noise, settings.strategy, p, settings.patch, generator, settings.alpha)

@@ -26,6 +26,7 @@ class AdaptationReport:
     adapted_rmse_hu: Optional[float] = None
     gain_db: Optional[float] = None
     conservative_gain: Optional[float] = None  # risk decrease (HU^2) with 0.8 of the estimated noise variance
+    conservative_standard_error: Optional[float] = None  # of that decrease, HU^2
     noise_std_hu: Optional[float] = None  # the scan's median noise std, as the noise model measured it
     noise_rois: int = 0
     reason: str = ""

@@ -4,6 +4,8 @@ kernel than training, against the unadapted model and tuned BM3D.
     PYTHONPATH=. python training/scripts/benchmark_adaptation.py [--data /path/to/training/data]
         [--doses 0.1 0.25] [--strategies r2r noisier sure adjacent] [--budget 90] [--cases NAME ...]
         [--out training/docs/adaptation]     # writes adaptation.json and adaptation.md
+        [--steps-from training/docs/adaptation/adaptation.json]  # each row's step count from an earlier run
+        [--before REV] [--name STEM]          # also judge each copy with the safeguard at git REV; STEM.json/.md
 
 Cases, low-dose simulation (parallel beam, Shepp-Logan filter, electronic noise: not training's fan beam),
 BM3D tuning (its cached results) and the figures come from `benchmark_unseen_ct.py`; one more case is the
@@ -11,14 +13,22 @@ whole Cranium sample test slab (18 slices of 1.5 mm), where the adjacent-slice s
 strategy is trained with the safeguard off, so the table shows what the fine-tuned copy does ("candidate")
 and, separately, what the safeguard chose ("returned": the candidate if it chose it, else the default).
 Runs on one thread (torch.set_num_threads(1)); seconds are wall-clock on a shared machine.
+
+A safeguard change is measured on the same fine-tuned copies: `--steps-from` trains each row for the step count
+an earlier report gives it (same seed and steps: the same copy, whatever the machine's load; the budget then
+does not stop it), and `--before REV` judges each copy also with `safeguard.py` as it was at git revision REV
+(a "<strategy> safeguard@REV returned" row, with its verdict and estimate).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_unseen_ct as unseen  # noqa: E402
 
 from TSCDenoiseLib.adaptation import adapt_model  # noqa: E402
-from TSCDenoiseLib.adaptation.adapt import THIN_SLICE_MM  # noqa: E402
+from TSCDenoiseLib.adaptation.adapt import THIN_SLICE_MM, _checked  # noqa: E402
+from TSCDenoiseLib.adaptation.finetune import TrainSettings  # noqa: E402
+from TSCDenoiseLib.adaptation.noise_model import estimate_noise_model  # noqa: E402
+from TSCDenoiseLib.adaptation.pairs import make_split  # noqa: E402
 from TSCDenoiseLib.core.checkpoint import load_model  # noqa: E402
 from TSCDenoiseLib.core.inference import denoise_volume  # noqa: E402
 from TSCDenoiseLib.io import read_ct  # noqa: E402
@@ -51,7 +64,40 @@ def mixed_slab(cases: list, depth: int = 16) -> dict:
             "crop": False}
 
 
-def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool) -> dict:
+def safeguard_at(revision: str) -> types.ModuleType:
+    """`TSCDenoiseLib/adaptation/safeguard.py` as it was at a git revision, imported beside today's."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:TSCDenoiseLib/adaptation/safeguard.py"],
+                            capture_output=True, text=True, check=True).stdout
+    name = f"TSCDenoiseLib.adaptation._safeguard_{revision}"
+    module = types.ModuleType(name)
+    module.__package__ = "TSCDenoiseLib.adaptation"
+    sys.modules[name] = module
+    exec(compile(source, f"{revision}:safeguard.py", "exec"), module.__dict__)
+    return module
+
+
+def judge(safeguard: types.ModuleType, low: np.ndarray, model, adapted, spacing, strategy: str, seed: int = 0) -> dict:
+    """An old safeguard's verdict on `adapted` against `model`, on the held-out tiles `adapt_model` uses."""
+    settings = _checked(TrainSettings(), strategy, low.shape, spacing, 1.0, None)
+    noise = estimate_noise_model(low, (float(spacing[1]), float(spacing[0])))
+    split = make_split(low.shape, settings.patch)
+    held = safeguard.held_out_tiles(low, split, noise, torch.Generator().manual_seed(seed * 1000 + 1))
+    if held.tiles < 2:
+        return {"verdict": "original", "held_out_tiles": held.tiles}
+    device = torch.device("cpu")
+    original, candidate = safeguard.score(model, held, device), safeguard.score(adapted, held, device)
+    verdict = safeguard.compare(original, candidate)
+    conservative = (candidate.risk(safeguard.CONSERVATIVE_VARIANCE) - original.risk(safeguard.CONSERVATIVE_VARIANCE))
+    conservative_error = float(conservative.std() / math.sqrt(len(conservative)))
+    return {"verdict": "adapted" if verdict.use_adapted else "original", "held_out_tiles": held.tiles,
+            "estimated_gain_db": round(verdict.gain_db, 3), "original_risk": round(verdict.original_risk, 2),
+            "adapted_risk": round(verdict.adapted_risk, 2), "standard_error": round(verdict.standard_error, 2),
+            "conservative_gain": round(verdict.conservative_gain, 2),
+            "conservative_standard_error": round(conservative_error, 2)}
+
+
+def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool, steps_from: dict | None = None,
+             before: types.ModuleType | None = None, before_name: str = "") -> dict:
     low = unseen.simulate(case, dose)
     rows = {"LDCT input": unseen.figures(low, case)}
     cache = unseen.DATA / "eval" / "cache" / f"{case['name']}@{dose}.npz"
@@ -64,9 +110,15 @@ def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bo
     for strategy in strategies:
         if strategy == "adjacent" and (low.shape[0] < 3 or case["spacing"][2] > THIN_SLICE_MM):
             continue
+        steps = None
+        if steps_from is not None:
+            earlier = steps_from.get(f"{case['name']}@{dose}", {}).get(f"{strategy} candidate")
+            if earlier is None:
+                continue
+            steps = int(earlier["steps"])
         started = time.perf_counter()
-        adapted, report = adapt_model(low, model, case["spacing"], budget_s=budget, seed=0, strategy=strategy,
-                                      device="cpu", safeguard=False)
+        adapted, report = adapt_model(low, model, case["spacing"], budget_s=budget if steps is None else 1e6, seed=0,
+                                      strategy=strategy, steps=steps, device="cpu", safeguard=False)
         image = denoise_volume(low, adapted, device="cpu")
         seconds = time.perf_counter() - started
         candidate = unseen.figures(image, case)
@@ -76,6 +128,10 @@ def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bo
                                              report=report.as_metadata())
         rows[f"{strategy} returned"] = dict(candidate if report.verdict == "adapted" else rows["default model"],
                                             verdict=report.verdict)
+        if before is not None:
+            old = judge(before, low, model, adapted, case["spacing"], strategy)
+            rows[f"{strategy} safeguard@{before_name} returned"] = dict(
+                candidate if old["verdict"] == "adapted" else rows["default model"], **old)
     return rows
 
 
@@ -114,10 +170,16 @@ def main() -> int:
     parser.add_argument("--slab-budget", type=float, default=0.0,
                         help="also time a 16-slice 512^2 slab with this budget (seconds) at the first dose")
     parser.add_argument("--out", type=Path, default=REPO / "training" / "docs" / "adaptation")
+    parser.add_argument("--name", default="adaptation", help="output file stem (STEM.json, STEM.md)")
+    parser.add_argument("--steps-from", type=Path, help="an earlier report: train each of its rows for its step count "
+                                                         "(only those rows)")
+    parser.add_argument("--before", metavar="REV", help="also judge each copy with safeguard.py at this git revision")
     args = parser.parse_args()
     torch.set_num_threads(1)
     unseen.DATA = args.data
     model = load_model(args.model, device="cpu")
+    steps_from = json.loads(args.steps_from.read_text())["results"] if args.steps_from else None
+    before = safeguard_at(args.before) if args.before else None
     cases = unseen.cases() + [cranium_slab()]
     slab = mixed_slab(cases) if args.slab_budget > 0 else None
     if args.cases:
@@ -127,19 +189,24 @@ def main() -> int:
     for dose in args.doses:
         for case in cases:
             key = f"{case['name']}@{dose}"
-            results[key] = rows_for(case, dose, model, args.strategies, args.budget, args.bm3d)
+            if steps_from is not None and key not in steps_from:
+                continue
+            results[key] = rows_for(case, dose, model, args.strategies, args.budget, args.bm3d, steps_from, before,
+                                    args.before or "")
             print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
             report = {"model": str(args.model.name), "budget_s": args.budget, "threads": 1, "doses": args.doses,
                       "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
-            (args.out / "adaptation.json").write_text(json.dumps(report, indent=1) + "\n")
-            (args.out / "adaptation.md").write_text(markdown(results))
+            if steps_from is not None:  # the budget did not decide the steps; an earlier report did
+                report.update(steps_from=args.steps_from.name, safeguard_before=args.before)
+            (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+            (args.out / f"{args.name}.md").write_text(markdown(results))
     if slab is not None:
         key = f"{slab['name']}@{args.doses[0]}"
         results[key] = rows_for(slab, args.doses[0], model, ["r2r"], args.slab_budget, False)
         print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
         report["results"] = results
-        (args.out / "adaptation.json").write_text(json.dumps(report, indent=1) + "\n")
-        (args.out / "adaptation.md").write_text(markdown(results))
+        (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (args.out / f"{args.name}.md").write_text(markdown(results))
     return 0
 
 

@@ -1,6 +1,7 @@
 """adapt_model on a small phantom slab with correlated noise: it gains, never returns a worse model, stops on
 cancel with the original untouched, is reproducible with a seed and keeps to its budget."""
 
+import copy
 import math
 import time
 
@@ -127,6 +128,81 @@ def test_budget_is_respected_and_progress_reported(slab, tiny_net):
     assert elapsed < 3.0 * 3 + 3, f"budget 3 s, took {elapsed:.1f} s"
     assert seen[-1] == (1000, 1000) and all(t == 1000 for _, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+class _FakeClock:
+    """A clock that moves only when told: each training step "takes" `step_s` seconds."""
+
+    def __init__(self, step_s: float):
+        self.now, self.step_s, self.reads = 100.0, step_s, 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def tick(self) -> None:
+        self.now += self.step_s
+
+
+def _fine_tune_inputs(noisy):
+    from TSCDenoiseLib.adaptation.pairs import make_split
+
+    return estimate_noise_model(noisy, SPACING[:2]), make_split(noisy.shape, FAST.patch)
+
+
+def test_fine_tune_stops_at_the_deadline_on_its_clock(slab, tiny_net):
+    from TSCDenoiseLib.adaptation.finetune import fine_tune
+
+    _, noisy = slab
+    noise, split = _fine_tune_inputs(noisy)
+    clock, seen = _FakeClock(step_s=1.0), []
+
+    def on_step(step):
+        seen.append(step)
+        clock.tick()
+
+    # no step limit: only the deadline can stop it; steps start at t = 100, 101, ..., 104 (< 104.5), not at 105
+    taken = fine_tune(copy.deepcopy(tiny_net), noisy, noise, split, FAST, torch.device("cpu"), 0, deadline=104.5,
+                      max_steps=None, cancel=None, on_step=on_step, clock=clock)
+    assert taken == 5 and seen == [1, 2, 3, 4, 5]
+    assert clock.reads == 6, "the deadline must be checked before every step, and once more to stop"
+    # a deadline already past trains nothing; a step limit below the deadline still wins
+    assert fine_tune(copy.deepcopy(tiny_net), noisy, noise, split, FAST, torch.device("cpu"), 0, deadline=100.0,
+                     max_steps=None, cancel=None, on_step=on_step, clock=_FakeClock(1.0)) == 0
+    assert fine_tune(copy.deepcopy(tiny_net), noisy, noise, split, FAST, torch.device("cpu"), 0, deadline=1e9,
+                     max_steps=2, cancel=None, on_step=lambda step: None, clock=_FakeClock(1.0)) == 2
+
+
+def test_fine_tune_cancel_and_progress_on_a_fake_clock(slab, tiny_net):
+    from TSCDenoiseLib.adaptation.adapt import PROGRESS_TOTAL, _progress
+    from TSCDenoiseLib.adaptation.finetune import fine_tune
+
+    _, noisy = slab
+    noise, split = _fine_tune_inputs(noisy)
+    clock, reported = _FakeClock(step_s=2.0), []
+    # a 10 s budget from t = 100 and 2 s per step: progress 200, 400, ... thousandths; capped below done
+    report = _progress(lambda done, total: reported.append((done, total)), 100.0, 10.0, None, clock=clock)
+
+    def on_step(step):
+        clock.tick()
+        report(step)
+
+    taken = fine_tune(copy.deepcopy(tiny_net), noisy, noise, split, FAST, torch.device("cpu"), 0, deadline=110.0,
+                      max_steps=None, cancel=None, on_step=on_step, clock=clock)
+    assert taken == 5
+    assert reported == [(200, PROGRESS_TOTAL), (400, PROGRESS_TOTAL), (600, PROGRESS_TOTAL), (800, PROGRESS_TOTAL),
+                        (999, PROGRESS_TOTAL)]
+    # with a step count the larger fraction wins: 3 of 4 steps after 2 s of 10 s is 750
+    _progress(lambda done, total: reported.append(done), 100.0, 10.0, 4, clock=lambda: 102.0)(3)
+    assert reported[-1] == 750
+    # cancel is polled before every step, the clock never stops it here: the third poll cancels after 2 steps
+    polls, model = [], copy.deepcopy(tiny_net)
+    before = _weights(model)
+    with pytest.raises(DenoiseCancelled, match="after 2 steps"):
+        fine_tune(model, noisy, noise, split, FAST, torch.device("cpu"), 0, deadline=float("inf"), max_steps=None,
+                  cancel=lambda: polls.append(1) or len(polls) >= 3, on_step=lambda step: None,
+                  clock=_FakeClock(0.0))
+    assert len(polls) == 3 and not _same(before, _weights(model))
 
 
 def test_adjacent_slices_need_thin_slices_and_bad_options_are_refused(slab, tiny_net):

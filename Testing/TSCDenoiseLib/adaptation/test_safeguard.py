@@ -1,0 +1,43 @@
+"""The safeguard's decision on per-tile SURE scores: a paired test over held-out tiles, with the estimated
+noise and with the conservative (weaker) one, each reported with its standard error."""
+
+import math
+
+import pytest
+import torch
+
+from TSCDenoiseLib.adaptation.safeguard import CONSERVATIVE_VARIANCE, SIGNIFICANCE, Scores, compare
+
+
+def _scores(data, noise_var, divergence):
+    return Scores(torch.tensor(data), torch.tensor(noise_var), torch.tensor(divergence))
+
+
+def test_the_standard_errors_are_the_spread_of_the_paired_tile_differences():
+    original = _scores([900.0, 1100.0, 1000.0, 950.0, 1050.0, 1000.0], [1600.0] * 6, [300.0] * 6)
+    adapted = _scores([1200.0, 1500.0, 1350.0, 1250.0, 1400.0, 1300.0], [1600.0] * 6,
+                      [100.0, 110.0, 90.0, 95.0, 105.0, 100.0])
+    verdict = compare(original, adapted)
+    for scale, gain, error in ((1.0, verdict.original_risk - verdict.adapted_risk, verdict.standard_error),
+                               (CONSERVATIVE_VARIANCE, verdict.conservative_gain, verdict.conservative_standard_error)):
+        difference = adapted.risk(scale) - original.risk(scale)
+        assert gain == pytest.approx(-float(difference.mean()), rel=1e-6)
+        assert error == pytest.approx(float(difference.std() / math.sqrt(6)), rel=1e-6)
+
+
+def test_a_gain_that_rests_on_the_noise_estimate_is_rejected():
+    # the adapted copy smooths more (divergence 200 HU^2 lower) and departs further from the scan (data 330
+    # higher): with the estimated noise it wins by 70 HU^2, with 0.8 of it by 70 - 0.4 * 200 = -10
+    tiles = 8
+    spread = torch.tensor([5.0, -5.0, 3.0, -3.0, 4.0, -4.0, 2.0, -2.0])
+    original = Scores(torch.full((tiles,), 1000.0), torch.full((tiles,), 1600.0), torch.full((tiles,), 400.0))
+    adapted = Scores(1330.0 + spread, torch.full((tiles,), 1600.0), torch.full((tiles,), 200.0))
+    verdict = compare(original, adapted)
+    assert verdict.original_risk - verdict.adapted_risk == pytest.approx(70.0)
+    assert verdict.original_risk - verdict.adapted_risk > SIGNIFICANCE * verdict.standard_error
+    assert verdict.conservative_gain == pytest.approx(-10.0)
+    assert math.isfinite(verdict.conservative_standard_error) and verdict.conservative_standard_error > 0
+    assert not verdict.use_adapted
+    # with the same margin at the weaker noise (a copy that did not smooth more), it is kept
+    kept = compare(original, Scores(930.0 + spread, torch.full((tiles,), 1600.0), torch.full((tiles,), 400.0)))
+    assert kept.use_adapted and kept.conservative_gain == pytest.approx(70.0)
