@@ -44,7 +44,7 @@ def test_bundle_layout_is_complete():
     for name in ("metadata.json", "train.json", "teacher.json", "student.json", "ablation.json", "redcnn.json",
                  "multi_gpu_train.json", "evaluate.json", "inference.json", "logging.conf"):
         assert (CONFIGS / name).is_file(), name
-    for name in ("LICENSE", "docs/README.md", "models/model.pt", "models/teacher.pt", "models/pixel_student.pt"):
+    for name in ("LICENSE", "docs/README.md", "models/model.pt", "models/teacher.pt"):
         assert (BUNDLE / name).is_file(), name
 
 

@@ -55,23 +55,37 @@ def test_the_card_is_the_shipped_checkpoint():
     assert (payload["network"], payload["config"], payload["role"], payload["hu_window"]) == (
         CARD["network"], CARD["config"], CARD["role"], CARD["hu_window"])
     assert sum(v.numel() for v in payload["state_dict"].values()) == CARD["parameters"]
+    assert f"{CARD['parameters']:,}" in META["description"]
     recorded = payload["metadata"]
-    assert {"lambda_kt", "lambda_cr", "learning_rate", "student_init", "seed", "iterations"} <= set(recorded)
+    assert {"lambda_kt", "lambda_cr", "learning_rate", "student_init", "seed", "iterations", "epoch"} <= set(recorded)
     for key, value in CARD["training"].items():
-        if key in recorded:  # the checkpoint's own record wins; older checkpoints lack e.g. the teacher's name
+        if key in recorded:
             assert recorded[key] == value, key
-    for name in (CARD["training"]["student_init"], CARD["training"]["teacher"]):
-        assert (BUNDLE / "models" / name).is_file(), name
-    # The command on the card makes this checkpoint: its flags are the recorded settings.
-    iterations_per_epoch = json.loads((BUNDLE / "configs" / "train.json").read_text())["iterations_per_epoch"]
+
+
+def test_the_cards_last_stage_command_makes_the_checkpoint_from_the_stage_before():
+    """The lineage runs stage by stage; the last one's command carries the checkpoint's recorded settings and
+    starts from the file the stage before it produced."""
+    recorded = read_checkpoint(BUNDLE / CARD["file"])["metadata"]
+    stages = CARD["lineage"]
+    assert len(stages) >= 2 and CARD["command"] in stages[-1]["command"]
+    assert stages[-2]["produces"] == f"models/{recorded['student_init']}"
     command = CARD["command"]
     assert f"--student_init models/{recorded['student_init']}" in command
     assert f"--learning_rate {recorded['learning_rate']}" in command
-    assert f"--student_epochs {recorded['iterations'] // iterations_per_epoch}" in command
-    assert "configs/student.json" in command and "lambda" not in command  # the defaults are the recorded weights
-    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
-    assert (train["lambda_kt"], train["lambda_cr"]) == (recorded["lambda_kt"], recorded["lambda_cr"])
-    assert f"{CARD['parameters']:,}" in META["description"]
+    iterations_per_epoch = json.loads((BUNDLE / "configs" / "train.json").read_text())["iterations_per_epoch"]
+    assert recorded["iterations"] == recorded["epoch"] * iterations_per_epoch  # the best epoch is what ships
+    epochs = int(command.split("--student_epochs ")[1].split()[0])
+    assert recorded["epoch"] <= epochs
+    # The loss weights come from the configs the command names, never from flags.
+    assert "lambda" not in command
+    weights = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    if "configs/ablation.json" in command:
+        weights.update(json.loads((BUNDLE / "configs" / "ablation.json").read_text()))
+    assert (weights["lambda_kt"], weights["lambda_cr"]) == (recorded["lambda_kt"], recorded["lambda_cr"])
+    for stage in stages:
+        for needed in stage.get("needs", []):  # files a stage reads that the repository ships
+            assert (BUNDLE / needed).is_file(), needed
 
 
 def test_the_card_metrics_are_the_shipped_models_row_of_the_evaluation():
