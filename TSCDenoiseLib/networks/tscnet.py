@@ -179,25 +179,27 @@ def has_noise_map(model: nn.Module) -> bool:
 
 @contextmanager
 def noise_map_strength(model: nn.Module, strength: float) -> Iterator[nn.Module]:
-    """Run `model` with its noise index scaled by `strength` inside the block; the previous value is
-    restored afterwards, also when the block raises. Strength 1.0 leaves the model untouched.
+    """Run `model` with its noise index scaled by `strength` inside the block (1.0: the model's own level,
+    whatever was set before); the previous setting is restored afterwards, also when the block raises.
 
     Args:
-        model: a network with a noise-map input (`has_noise_map`), unless `strength` is 1.0.
+        model: a network with a noise-map input (`has_noise_map`); on another network only 1.0 makes sense
+            (it then changes nothing).
         strength: the factor (checked by the caller, e.g. `core.volume_checks.validate_strength`).
 
     Yields:
         `model` itself.
     """
-    if strength == 1.0:
-        yield model
-        return
-    previous = model.__dict__.get("noise_map_strength", 1.0)
+    had = "noise_map_strength" in model.__dict__
+    previous = model.__dict__.get("noise_map_strength")
     model.noise_map_strength = float(strength)
     try:
         yield model
     finally:
-        model.noise_map_strength = previous
+        if had:
+            model.noise_map_strength = previous
+        else:
+            del model.noise_map_strength
 
 
 def remove_biases(module: nn.Module) -> None:

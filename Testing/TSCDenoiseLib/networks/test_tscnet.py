@@ -148,3 +148,7 @@ def test_noise_map_strength_scales_the_noise_input_for_one_block_and_is_restored
     torch.testing.assert_close(channels[1], 2.0 * channels[0])
     assert has_noise_map(net) and not has_noise_map(TSCNet(base_channels=4, num_attention_blocks=0, num_dems=0))
     assert "noise_map_strength" not in net.state_dict()  # never saved in a checkpoint
+    other = torch.nn.Conv2d(1, 1, 3)  # a network without the attribute gets none left behind
+    with noise_map_strength(other, 1.0):
+        assert other.noise_map_strength == 1.0
+    assert not hasattr(other, "noise_map_strength")
