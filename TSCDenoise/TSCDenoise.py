@@ -124,6 +124,8 @@ class TSCDenoiseParameterNode:
     createDifferenceVolume - also make "<input> - denoised" to see what was removed.
     adaptToScan, adaptSeconds - first fine-tune a copy of the model on this scan (self-supervised), for up to
         adaptSeconds; a held-out check keeps the original model when the adapted one is not better.
+    strength - how much to denoise: 1.0 the model's own level; below 1 keeps more texture and noise, above 1
+        smooths more (it scales the noise level a noise-map model such as the default is given).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -137,6 +139,7 @@ class TSCDenoiseParameterNode:
     createDifferenceVolume: bool = False
     adaptToScan: bool = False
     adaptSeconds: Annotated[int, WithinRange(10, 3600)] = 300
+    strength: Annotated[float, WithinRange(0.25, 2.0)] = 1.0
 
 
 #
@@ -320,7 +323,7 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     modelPath=None if node.useDefaultModel else node.modelPath,
                     device=node.device, slabSize="auto" if node.autoSlabSize else node.slabSize,
                     mixedPrecision=node.mixedPrecision, createDifference=node.createDifferenceVolume,
-                    adaptSeconds=node.adaptSeconds if node.adaptToScan else 0,
+                    adaptSeconds=node.adaptSeconds if node.adaptToScan else 0, strength=node.strength,
                     onStatus=self.onStatus, onProgress=self.onProgress, onLog=self.onLog, onFinished=self.onFinished)
         except Exception:  # already shown to the user (message, with the traceback under Details)
             return
@@ -408,14 +411,15 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
 
     def startDenoising(self, inputVolume, outputVolume=None, modelPath=None, device="auto", slabSize="auto",
                        mixedPrecision=True, createDifference=False, onStatus=None, onProgress=None, onLog=None,
-                       onFinished=None, adaptSeconds=0):
+                       onFinished=None, adaptSeconds=0, strength=1.0):
         """Start denoising `inputVolume` in a PythonSlicer process and return at once.
 
         The callbacks are called from the logic's timer: onStatus(text), onProgress(done, total,
         secondsLeft), onLog(line) and, once, onFinished(outputVolume or None, error or None). The output
         node (new when None) is filled only when the whole result is there. With adaptSeconds > 0 the worker
         first adapts a copy of the model to this scan for up to that long (progress then counts thousandths of
-        the budget; the log gets the held-out gain and which model was used).
+        the budget; the log gets the held-out gain and which model was used). `strength` (0.25-2.0) sets how
+        much to denoise: 1.0 the model's own level, below 1 keeps more texture, above 1 smooths more.
 
         Returns:
             The TSCDenoiseLib.mrml.run.NodeDenoiseRun being followed (also `self.lastRun`).
@@ -431,7 +435,8 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
         standby, self.standby = self.standby, None  # the run uses it up: it takes the job or is stopped
         run = NodeDenoiseRun(
             inputVolume, outputVolume, model_path=modelPath, device=device, slab_size=slabSize, amp=mixedPrecision,
-            create_difference=createDifference, adapt_seconds=adaptSeconds, python_executable=_pythonExecutable(),
+            create_difference=createDifference, adapt_seconds=adaptSeconds, strength=strength,
+            python_executable=_pythonExecutable(),
             work_dir=slicer.app.temporaryPath, launch=_launchHidden, standby=standby, on_status=onStatus,
             on_progress=onProgress, on_log=_logTo(onLog), on_finished=onFinished)
         try:
@@ -495,7 +500,7 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
             standby.stop()
 
     def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", slabSize="auto",
-                mixedPrecision=True, createDifference=False, waitForCompletion=True, adaptSeconds=0):
+                mixedPrecision=True, createDifference=False, waitForCompletion=True, adaptSeconds=0, strength=1.0):
         """Denoise from a script: the same worker process as the button.
 
         With waitForCompletion (default) it returns the output node once done (raising the run's error,
@@ -503,7 +508,7 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
         """
         run = self.startDenoising(inputVolume, outputVolume, modelPath=modelPath, device=device, slabSize=slabSize,
                                   mixedPrecision=mixedPrecision, createDifference=createDifference,
-                                  adaptSeconds=adaptSeconds)
+                                  adaptSeconds=adaptSeconds, strength=strength)
         if not waitForCompletion:
             return run
         while self.isRunning:

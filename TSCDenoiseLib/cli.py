@@ -77,11 +77,12 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                             slab_size=_slab_size(args.slab_size), amp=args.amp, overwrite=args.overwrite,
                             progress=progress, notify=_say, check_hu=args.check_hu,
                             resample=args.resample, adapt=args.adapt, adapt_seconds=args.adapt_seconds,
-                            save_adapted=args.save_adapted, adapt_progress=adapt_progress)
+                            save_adapted=args.save_adapted, adapt_progress=adapt_progress, strength=args.strength)
     result = {"input": args.input, "output": str(done.output), "format": output_kind(done.output),
               "model": str(done.model), "device": done.device, "slab_size": done.slab_size,
               "slices": done.slices, "read_s": round(done.read_s, 3), "denoise_s": round(done.denoise_s, 3),
-              "write_s": round(done.write_s, 3), "slices_per_second": round(done.slices_per_second, 3)}
+              "write_s": round(done.write_s, 3), "slices_per_second": round(done.slices_per_second, 3),
+              "strength": args.strength}
     if done.adaptation is not None:
         result["adaptation"] = done.adaptation.as_metadata()
         result["saved_adapted"] = args.save_adapted
@@ -378,6 +379,10 @@ def _add_denoise(commands) -> None:
     _add_check_hu(denoise)
     denoise.add_argument("--no-amp", dest="amp", action="store_false", help="the exact fp32 path (default: the fastest one: channels-last, plus bf16/fp16 autocast on CUDA and bf16 on CPUs with AMX)")
     denoise.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    denoise.add_argument("--strength", type=float, default=1.0, metavar="S",
+                         help="how much to denoise, 0.25-2.0 (default 1.0, the model's own level): below 1 keeps more "
+                              "texture/noise, above 1 smooths more. Scales the noise level the default model is given; "
+                              "with --adapt it applies to the final pass")
     denoise.add_argument("--adapt", action="store_true",
                          help="first fine-tune a copy of the model on this scan (self-supervised, no reference needed); "
                               "a held-out check keeps the original model if the adapted one is not better")

@@ -17,3 +17,10 @@ def tiny_config() -> dict:
 def tiny_net() -> TSCNet:
     torch.manual_seed(0)
     return TSCNet(**TINY_CONFIG).eval()
+
+
+@pytest.fixture
+def tiny_noise_map_net() -> TSCNet:
+    """A tiny network with the noise-map input (as the default model), for the strength option."""
+    torch.manual_seed(0)
+    return TSCNet(**TINY_CONFIG, noise_map=True).eval()

@@ -22,7 +22,7 @@ from torch import nn
 from .atomic import check_output, write_bytes_atomically
 from ..errors import ExportError
 from ..networks.deform_conv import ModulatedDeformConv2d
-from ..networks.tscnet import SIZE_MULTIPLE, pad_to_multiple
+from ..networks.tscnet import SIZE_MULTIPLE, noise_map_strength, pad_to_multiple
 
 FORMATS = ("torch_export", "onnx", "torchscript")
 PathLike = Union[str, os.PathLike]
@@ -36,6 +36,8 @@ def export_model(
     overwrite: bool = False,
 ) -> Path:
     """Export `model` (eval mode; dynamic batch, height and width) to `path`, written atomically.
+
+    The graph is the model at strength 1.0 (its own noise level), whatever `noise_map_strength` says.
 
     The program is serialised in memory and written with Python's file I/O (torch's own writers abort the
     process on a full disk), then its size is checked before the rename: a full disk is an OutputWriteError.
@@ -54,7 +56,7 @@ def export_model(
         3: SIZE_MULTIPLE * torch.export.Dim("width_quarter", min=2, max=2048),
     }
     buffer = io.BytesIO()
-    with _pure_torch_dcn(model):
+    with _pure_torch_dcn(model), noise_map_strength(model, 1.0):
         if format == "onnx":
             _require_onnx()
             program = torch.onnx.export(model.eval(), (example,), dynamo=True, dynamic_shapes=(dims,),

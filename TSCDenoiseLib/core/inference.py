@@ -16,7 +16,8 @@ from .device import autocast_dtype, resolve_device
 from ..errors import DenoiseCancelled, DenoiseOutOfMemory, InvalidVolumeError
 from .intensity import HUWindow
 from .slab_runners import CpuSlabRunner, CudaSlabRunner, torch_dtype_of
-from .volume_checks import validate_ct_volume, validate_model
+from .volume_checks import validate_ct_volume, validate_model, validate_strength
+from ..networks.tscnet import noise_map_strength
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def denoise_volume(
     cancel: Optional[CancelFn] = None,
     check_hu: bool = True,
     out: Optional[np.ndarray] = None,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Denoise a CT volume (Z, Y, X) or slice (Y, X) in HU; the input is never modified.
 
@@ -60,6 +62,9 @@ def denoise_volume(
         check_hu: False skips the plausibility checks of the values (not the NaN/shape/type checks).
         out: a writable C-contiguous array of the input's shape and dtype, not sharing memory with it, that
             receives the result instead of a new array (e.g. a view of a Slicer volume's voxels).
+        strength: how much to denoise, 0.25 to 2.0: the noise index a model with a noise-map input sees is
+            multiplied by it (below 1 keeps more texture and noise, above 1 smooths more). 1.0 gives exactly
+            the model's own result; other values need a noise-map model. The model is not changed.
 
     Returns:
         The denoised array, of the input's shape and dtype (`out` when given). Values outside the model's HU
@@ -67,12 +72,14 @@ def denoise_volume(
 
     Raises:
         InvalidVolumeError: the array is not a CT in HU (shape, dtype, NaN, implausible values).
-        InvalidInputError: `model` is not a network.
+        InvalidInputError: `model` is not a network; `strength` is out of range or not 1.0 for a model
+            without a noise-map input.
         DeviceError: the device does not exist here.
         DenoiseCancelled: `cancel()` returned True.
         DenoiseOutOfMemory: CUDA ran out of memory even with one slice per pass.
     """
     validate_model(model)
+    strength = validate_strength(strength, model)
     volume = validate_ct_volume(volume_hu, check_hu=check_hu)
     slices = volume[np.newaxis] if volume.ndim == 2 else volume
     device = resolve_device(device)
@@ -92,6 +99,15 @@ def denoise_volume(
     else:
         slabs = CpuSlabRunner(slices, output, compute, on_done)
 
+    with noise_map_strength(runner, strength):  # on the copy that runs (or the model itself), restored after
+        _run_slabs(slabs, slices, slab=slab, device=device, cancel=cancel)
+    return result
+
+
+def _run_slabs(slabs: Union[CpuSlabRunner, CudaSlabRunner], slices: np.ndarray, slab: int, device: torch.device,
+               cancel: Optional[CancelFn]) -> None:
+    """Submit every slab (halving the slab on CUDA out-of-memory) and wait for the last."""
+    total = slices.shape[0]
     start = 0
     while start < total:
         if cancel is not None and cancel():
@@ -112,7 +128,6 @@ def denoise_volume(
             continue
         start = stop
     slabs.collect()
-    return result
 
 
 def _output_array(out: Optional[np.ndarray], volume: np.ndarray) -> np.ndarray:
@@ -234,7 +249,7 @@ def denoise_with_cpu_fallback(
     """`denoise_volume`, retried on the CPU when even one slice does not fit in the GPU's memory.
 
     `notify(message)` hears about the fallback (and about slab halving, which `denoise_volume` does
-    itself); `options` are `denoise_volume`'s other keyword arguments.
+    itself); `options` are `denoise_volume`'s other keyword arguments (e.g. `strength`), given to both tries.
     """
     target = resolve_device(device)
     handler = _NotifyHandler(notify) if notify is not None else None

@@ -26,6 +26,30 @@ def validate_model(model: Any) -> None:
                                 f"{hint}.")
 
 
+STRENGTH_RANGE = (0.25, 2.0)
+
+
+def validate_strength(strength: Any, model: Any = None) -> float:
+    """`strength` as a float if it is a usable denoising strength (for `model`, when given).
+
+    Raises:
+        InvalidInputError: not a number in STRENGTH_RANGE, or not 1.0 for a model without a noise-map input.
+    """
+    low, high = STRENGTH_RANGE
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.integer, np.floating)) \
+            or not low <= float(strength) <= high:
+        raise InvalidInputError(f"strength must be a number from {low:g} to {high:g} (1.0: the model's own level; "
+                                f"below 1 keeps more texture, above 1 smooths more), got {strength!r}.")
+    strength = float(strength)
+    if strength != 1.0 and model is not None:
+        from ..networks.tscnet import has_noise_map
+
+        if not has_noise_map(model):
+            raise InvalidInputError(f"strength {strength:g} needs a model with a noise-map input, and this model has "
+                                    "no noise-map input; use the default model or leave strength at 1.0.")
+    return strength
+
+
 def validate_ct_volume(volume: np.ndarray, check_hu: bool = True) -> np.ndarray:
     """`volume` if it is a 2D/3D real CT in HU (in native byte order: a big-endian array comes back as a
     native copy); else raise InvalidVolumeError."""

@@ -57,6 +57,7 @@ def denoise_file(
     adapt_seconds: float = 300.0,
     save_adapted: Optional[PathLike] = None,
     adapt_progress: Optional[Callable[[int, int], None]] = None,
+    strength: float = 1.0,
 ) -> DenoisedFile:
     """Denoise the CT at `input_path` (DICOM folder/file, NIfTI, NRRD, MHA) into `output_path`.
 
@@ -87,13 +88,16 @@ def denoise_file(
         save_adapted: also save the model used (adapted or, if the safeguard kept it, the original) as a
             checkpoint there (checked before any work, written atomically, replaced only with `overwrite`).
         adapt_progress: `adapt_progress(done, total)` during the adaptation (total 1000).
+        strength: how much to denoise (0.25-2.0, see `denoise_volume`); with `adapt`, the adaptation trains
+            at the model's own level and the strength applies to the final denoising pass only.
 
     Returns:
         A DenoisedFile: the output path (the object is usable as a path), the model, device, slab size,
         the slice count and the seconds spent reading, denoising and writing.
 
     Raises:
-        InvalidInputError: a missing or unreadable input, an output that may not be written, values not in HU.
+        InvalidInputError: a missing or unreadable input, an output that may not be written, values not in HU,
+            a strength out of range or other than 1.0 for a model without a noise-map input.
         OutputExistsError: the output exists and `overwrite` is false (a subclass of InvalidInputError).
         CheckpointError: the model file is missing, corrupt or unsafe.
         DeviceError: the device does not exist here.
@@ -103,11 +107,13 @@ def denoise_file(
     from ..core.resources import default_model_path
     from ..core.device import describe_device, precision_label, resolve_device
     from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
+    from ..core.volume_checks import validate_strength
     from .volumes import read_ct
 
     if input_path is None or output_path is None:
         raise InvalidInputError("Give both an input CT and an output path, e.g. --input ct.nii.gz --output denoised.nii.gz.")
     input_path, output_path = Path(input_path), Path(output_path)
+    strength = validate_strength(strength)
     kind = check_output_path(input_path, output_path, overwrite)
     if save_adapted is not None:
         from ..core.atomic import check_output
@@ -122,6 +128,7 @@ def denoise_file(
     target = resolve_device(device)
     model_path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(model_path, device=target)
+    validate_strength(strength, model)  # before the adaptation and the run
     warning = role_warning(model, model_path)
     if warning:
         say(warning)
@@ -140,10 +147,11 @@ def denoise_file(
             say(f"saved the model used to {saved}")
     slab = resolve_slab_size(slab_size, volume.shape, target, model, amp)
     say(f"input {input_path} ({' x '.join(str(n) for n in volume.shape)}), model {model_path}")
-    say(f"device {describe_device(target)}, slab size {slab}, precision {precision_label(target, amp)}")
+    say(f"device {describe_device(target)}, slab size {slab}, precision {precision_label(target, amp)}"
+        + (f", strength {strength:g}" if strength != 1.0 else ""))
     started = time.perf_counter()
     denoised = denoise_with_cpu_fallback(volume, model, device=target, slab_size=slab, amp=amp, progress=progress,
-                                         notify=notify, check_hu=check_hu)
+                                         notify=notify, check_hu=check_hu, strength=strength)
     denoise_s = time.perf_counter() - started
     started = time.perf_counter()
     write_volume(denoised, geometry, input_path, output_path, overwrite)

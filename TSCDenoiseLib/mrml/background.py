@@ -235,6 +235,7 @@ class DenoiseProcess(ChildProcess):
         work_dir: Union[str, os.PathLike, None] = None,
         adapt_seconds: float = 0.0,
         spacing: Optional[Sequence[float]] = None,
+        strength: float = 1.0,
     ) -> None:
         folder = self._make_folder(work_dir)
         self.model_path = model_path
@@ -244,7 +245,7 @@ class DenoiseProcess(ChildProcess):
             shutil.rmtree(folder, ignore_errors=True)  # e.g. a full disk: leave no partial input behind
             raise
         arguments = worker_arguments(self.input_path, self.output_path, model_path, device, slab_size, amp, check_hu,
-                                     adapt_seconds, spacing)
+                                     adapt_seconds, spacing, strength)
         super().__init__(python_command(python_executable) + ["-m", WORKER_MODULE] + arguments, folder)
 
     def _make_folder(self, work_dir: Union[str, os.PathLike, None]) -> Path:
@@ -333,6 +334,7 @@ class StandbyWorker(DenoiseProcess):
         check_hu: bool = True,
         adapt_seconds: float = 0.0,
         spacing: Optional[Sequence[float]] = None,
+        strength: float = 1.0,
     ) -> bool:
         """Hand the standby its one job (DenoiseProcess's arguments); False when it can no longer take one.
 
@@ -357,7 +359,7 @@ class StandbyWorker(DenoiseProcess):
         try:
             self._save_input(volume)
             arguments = worker_arguments(self.input_path, self.output_path, model_path, device, slab_size, amp,
-                                         check_hu, adapt_seconds, spacing)
+                                         check_hu, adapt_seconds, spacing, strength)
             staging = self.folder / (JOB_FILE + ".tmp")
             staging.write_text(json.dumps({"argv": arguments}), encoding="utf-8")
             os.replace(staging, self.folder / JOB_FILE)  # the standby sees the whole job or none of it
@@ -406,7 +408,8 @@ def start_denoise_process(
         standby: a StandbyWorker, used up either way: it takes this job, or it is stopped and removed.
         launch: how a fresh worker is started (default `popen_hidden`).
         python_executable, work_dir: as DenoiseProcess; a standby started otherwise is not used.
-        **job: DenoiseProcess's other arguments (model_path, device, slab_size, amp, check_hu, adapt_seconds, spacing).
+        **job: DenoiseProcess's other arguments (model_path, device, slab_size, amp, check_hu, adapt_seconds, spacing,
+            strength).
 
     Returns:
         The DenoiseProcess following the run (the standby itself when it took the job).

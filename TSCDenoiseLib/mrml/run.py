@@ -40,6 +40,7 @@ class NodeDenoiseRun:
         amp: bool = True,
         create_difference: bool = False,
         adapt_seconds: float = 0.0,
+        strength: float = 1.0,
         python_executable: Union[str, Sequence[str], None] = None,
         work_dir: Union[str, "os.PathLike[str]", None] = None,
         launch: Optional[LaunchFn] = None,
@@ -51,7 +52,8 @@ class NodeDenoiseRun:
     ) -> None:
         self.input_node, self.output_node = input_node, output_node
         self.options = dict(model_path=model_path, device=device, slab_size=slab_size, amp=amp,
-                            python_executable=python_executable, work_dir=work_dir, adapt_seconds=adapt_seconds)
+                            python_executable=python_executable, work_dir=work_dir, adapt_seconds=adapt_seconds,
+                            strength=strength)
         self.create_difference = create_difference
         self.launch = launch
         self.standby = standby  # used up by start() once the nodes pass its checks: it takes the run, or is stopped

@@ -50,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import EXIT_OK
     from ..core.device import describe_device, resolve_device
     from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
+    from ..core.volume_checks import validate_strength
 
     volume = np.load(args.input, mmap_mode="r", allow_pickle=False)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
+    validate_strength(args.strength, model)  # before any adaptation; the strength applies to the final pass only
     if args.adapt_seconds > 0:
         model = _adapt(volume, model, args, device)
     shape = volume.shape if volume.ndim == 3 else (1,) + volume.shape  # a 2D slice is one slice
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         result = np.lib.format.open_memmap(tmp, mode="w+", dtype=volume.dtype, shape=volume.shape)
         denoise_with_cpu_fallback(
             volume, model, device=device, slab_size=slab, amp=args.amp, check_hu=args.check_hu, out=result,
+            strength=args.strength,
             progress=lambda done, total: emit("progress", done=done, total=total),
             notify=lambda message: emit("notice", message=message),
         )
@@ -217,8 +220,11 @@ def worker_arguments(
     check_hu: bool = True,
     adapt_seconds: float = 0.0,
     spacing: Optional[Sequence[float]] = None,
+    strength: float = 1.0,
 ) -> List[str]:
     """The command-line arguments of one job (after ``python -m TSCDenoiseLib.mrml.worker``).
+
+    `strength` (how much to denoise, see `denoise_volume`) is written only when it is not 1.0.
 
     Returns:
         The arguments, as a fresh worker's command line and a standby's job file both carry them.
@@ -233,6 +239,8 @@ def worker_arguments(
     if adapt_seconds and adapt_seconds > 0:
         arguments += ["--adapt-seconds", repr(float(adapt_seconds))]
         arguments += ["--spacing"] + [repr(float(v)) for v in (spacing or (1.0, 1.0, 1.0))]
+    if float(strength) != 1.0:
+        arguments += ["--strength", repr(float(strength))]
     return arguments
 
 
@@ -253,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first adapt the model to this volume for up to N seconds (0: no adaptation)")
     parser.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"),
                         help="voxel spacing in mm (for the adaptation)")
+    parser.add_argument("--strength", type=float, default=1.0,
+                        help="how much to denoise, 0.25-2.0 (below 1 keeps more texture/noise, above 1 smooths more)")
     parser.add_argument("--standby", metavar="FOLDER",
                         help="start without a job: preload, then run the one job the parent puts in FOLDER")
     parser.add_argument("--idle-seconds", type=float, default=600.0,

@@ -21,11 +21,14 @@ Two options for networks trained over a range of doses (compared in training/doc
 `noise_map=True` appends each slice's noise index (`noise_level.estimate_noise_level`, computed inside
 `forward`) as one more constant input channel, so the network knows how much to remove; `bias=False`
 drops the additive biases (a bias-free network). Both are recorded in `config` only when set.
+The attribute `noise_map_strength` (1.0, not saved in checkpoints) scales the noise index the network
+sees: below 1 it removes less, above 1 more (set it for one run with `noise_map_strength(...)`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +90,8 @@ class TSCNet(nn.Module):
             self._config["noise_map"] = True
         if not bias:
             self._config["bias"] = False
+        # Scales the noise index fed to the noise-map channel at inference (a plain float, so export sees a constant).
+        self.noise_map_strength = 1.0
         c = base_channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels + int(noise_map), c, 7, padding=3), nn.ReLU(True))
         self.down1 = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(True))
@@ -149,6 +154,9 @@ class TSCNet(nn.Module):
         if not self._config.get("noise_map"):
             return padded
         level = estimate_noise_level(padded) * NOISE_MAP_SCALE
+        strength = getattr(self, "noise_map_strength", 1.0)
+        if strength != 1.0:  # skipped at 1.0 so the default result stays bitwise the same
+            level = level * strength
         noise_channel = level.view(-1, 1, 1, 1).to(padded.dtype).expand(-1, 1, *padded.shape[-2:])
         return torch.cat([padded, noise_channel], dim=1)
 
@@ -161,6 +169,37 @@ class TSCNet(nn.Module):
         out = full_precision(self.head, up2)
         image = (padded - out if self._config["residual"] else out)[..., :h, :w]
         return image, (features + [up1, up2] if keep_features else [])
+
+
+def has_noise_map(model: nn.Module) -> bool:
+    """True when `model` takes each slice's noise index as an input channel (`TSCNet(noise_map=True)`)."""
+    config = getattr(model, "config", None)
+    return isinstance(config, dict) and bool(config.get("noise_map"))
+
+
+@contextmanager
+def noise_map_strength(model: nn.Module, strength: float) -> Iterator[nn.Module]:
+    """Run `model` with its noise index scaled by `strength` inside the block (1.0: the model's own level,
+    whatever was set before); the previous setting is restored afterwards, also when the block raises.
+
+    Args:
+        model: a network with a noise-map input (`has_noise_map`); on another network only 1.0 makes sense
+            (it then changes nothing).
+        strength: the factor (checked by the caller, e.g. `core.volume_checks.validate_strength`).
+
+    Yields:
+        `model` itself.
+    """
+    had = "noise_map_strength" in model.__dict__
+    previous = model.__dict__.get("noise_map_strength")
+    model.noise_map_strength = float(strength)
+    try:
+        yield model
+    finally:
+        if had:
+            model.noise_map_strength = previous
+        else:
+            del model.noise_map_strength
 
 
 def remove_biases(module: nn.Module) -> None:

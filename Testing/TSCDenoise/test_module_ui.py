@@ -43,6 +43,7 @@ CONNECTOR_CLASS = {
     "pathlib.Path": "ctkPathLineEdit",
     "str": "QComboBox",  # with a Choice annotation
     "int": "QSpinBox",
+    "float": "ctkSliderWidget",  # needs a bounded float (WithinRange), else the connector raises
 }
 
 
@@ -124,6 +125,11 @@ def test_each_parameter_has_one_widget_of_a_class_its_connector_accepts(module_t
             low, high = map(int, re.search(r"WithinRange\((\d+), (\d+)\)", annotation).groups())
             assert (int(_property(widget, "minimum")), int(_property(widget, "maximum"))) == (low, high)
             assert low <= ast.literal_eval(default) <= high
+        if base == "float":
+            low, high = map(float, re.search(r"WithinRange\(([\d.]+), ([\d.]+)\)", annotation).groups())
+            assert (float(_property(widget, "minimum")), float(_property(widget, "maximum"))) == (low, high)
+            assert low <= ast.literal_eval(default) <= high
+            assert low <= float(_property(widget, "value")) <= high
 
 
 def test_volume_selectors_get_the_scene_and_offer_only_scalar_volumes(ui_widgets):
@@ -237,3 +243,29 @@ def test_the_standby_worker_is_stopped_whenever_the_panel_goes_away(module_tree)
         assert "stopStandby" in _logic_calls(widget[method]), f"TSCDenoiseWidget.{method} leaves the standby running"
     for method in ("enter", "onSceneEndClose"):
         assert "prepareStandby" in _logic_calls(widget[method]), f"TSCDenoiseWidget.{method} starts no standby"
+
+
+def test_the_strength_slider_is_bound_to_the_parameter_and_reaches_the_run(module_tree, ui_widgets):
+    from TSCDenoiseLib.core.volume_checks import STRENGTH_RANGE
+
+    _, widgets = ui_widgets
+    fields = {name: (annotation, default) for name, annotation, default in _parameters(module_tree)}
+    assert fields["strength"] == ("Annotated[float, WithinRange(0.25, 2.0)]", "1.0")
+    slider = widgets["strengthSlider"]
+    assert slider.get("class") == "ctkSliderWidget" and _property(slider, "SlicerParameterName") == "strength"
+    assert (float(_property(slider, "minimum")), float(_property(slider, "maximum"))) == STRENGTH_RANGE
+    assert float(_property(slider, "singleStep")) == 0.05 and float(_property(slider, "value")) == 1.0
+    tip = _property(slider, "toolTip")
+    assert "below 1 keeps more texture" in tip and "above 1 smooths more" in tip
+    # the panel's Denoise passes it to the logic, which passes it to the worker's run
+    widget = {f.name: f for f in _class(module_tree, "TSCDenoiseWidget").body if isinstance(f, ast.FunctionDef)}
+    calls = [n for n in ast.walk(widget["onApplyButton"]) if isinstance(n, ast.Call)
+             and getattr(n.func, "attr", None) == "startDenoising"]
+    assert len(calls) == 1 and {k.arg: ast.unparse(k.value) for k in calls[0].keywords}["strength"] == "node.strength"
+    logic = {f.name: f for f in _class(module_tree, "TSCDenoiseLogic").body if isinstance(f, ast.FunctionDef)}
+    runs = [n for n in ast.walk(logic["startDenoising"]) if isinstance(n, ast.Call)
+            and getattr(n.func, "id", None) == "NodeDenoiseRun"]
+    assert len(runs) == 1 and {k.arg: ast.unparse(k.value) for k in runs[0].keywords}["strength"] == "strength"
+    process = [n for n in ast.walk(logic["process"]) if isinstance(n, ast.Call)
+               and getattr(n.func, "attr", None) == "startDenoising"]
+    assert {k.arg: ast.unparse(k.value) for k in process[0].keywords}["strength"] == "strength"

@@ -244,3 +244,49 @@ def test_adapt_refuses_a_missing_input_and_an_output_over_the_input(tmp_path, ti
                  "--overwrite"]) == EXIT_USAGE
     _one_error_line(capsys, "adapt")
     assert not (tmp_path / "m.pt").exists()
+
+
+def _small_sample(tmp_path, sample_ldct):
+    """Two 96 x 96 slices of the sample, written as NIfTI: small enough for the default model in a test."""
+    from TSCDenoiseLib.io import write_ct
+
+    _, volume, geometry = sample_ldct
+    return write_ct(np.ascontiguousarray(volume[8:10, 80:176, 80:176]), geometry, tmp_path / "small.nii.gz")
+
+
+def test_denoise_strength_reaches_the_output(tmp_path, sample_ldct, capsys):
+    from TSCDenoiseLib.core.checkpoint import load_model
+    from TSCDenoiseLib.core.inference import denoise_volume
+    from TSCDenoiseLib.io import read_ct
+
+    small = _small_sample(tmp_path, sample_ldct)
+    volume, _ = read_ct(small)
+    outputs = {}
+    for strength in (None, "0.5"):
+        out = tmp_path / f"out-{strength}.nii.gz"
+        extra = ["--strength", strength] if strength else []
+        assert main(["denoise", str(small), str(out), "--device", "cpu", "--json", *extra]) == EXIT_OK
+        assert json.loads(capsys.readouterr().out)["strength"] == float(strength or 1.0)
+        outputs[strength], _ = read_ct(out)
+    assert not np.array_equal(outputs["0.5"], outputs[None])
+    np.testing.assert_array_equal(outputs["0.5"], denoise_volume(volume, load_model(device="cpu"), device="cpu",
+                                                                strength=0.5))
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--strength", "3"], "strength must be a number from 0.25 to 2"),
+    (["--strength", "0.5", "--model", "TINY"], "no noise-map input; use the default model or leave strength at 1.0"),
+])
+def test_denoise_refuses_a_strength_it_cannot_use_with_one_line(tmp_path, tiny_checkpoint, sample_ldct, capsys,
+                                                                extra, fragment):
+    extra = [str(tiny_checkpoint) if arg == "TINY" else arg for arg in extra]
+    out = tmp_path / "out.nii.gz"
+    assert main(["denoise", str(sample_ldct[0]), str(out), "--device", "cpu", *extra]) == EXIT_USAGE
+    assert fragment in _one_error_line(capsys, "denoise")
+    assert not out.exists()
+
+
+def test_denoise_help_explains_the_strength(capsys):
+    assert main(["denoise", "--help"]) == EXIT_OK
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--strength S" in text and "below 1 keeps more texture/noise, above 1 smooths more" in text

@@ -88,3 +88,20 @@ def test_noise_conditioned_network_exports_to_onnx_with_each_slices_own_level(ti
     with torch.no_grad():
         np.testing.assert_allclose(y, net(x).numpy(), atol=1e-5)
         np.testing.assert_allclose(y[1:], net(noisy).numpy(), atol=1e-5)  # not the batch's level
+
+
+@pytest.mark.slow
+def test_export_is_the_model_at_strength_one_and_leaves_its_setting_alone(tiny_noise_map_net, tmp_path):
+    from TSCDenoiseLib.networks.tscnet import noise_map_strength
+
+    net = tiny_noise_map_net
+    net.noise_map_strength = 0.5  # set by hand: the export must not bake it in
+    path = export_model(net, tmp_path / "model.pt2", example_shape=(2, 1, 32, 32))
+    assert net.noise_map_strength == 0.5
+    x = 0.25 + 0.03 * torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        exported = load_exported(path)(x)
+        half = net(x)
+        with noise_map_strength(net, 1.0):
+            torch.testing.assert_close(exported, net(x), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(exported, half, atol=1e-4)

@@ -425,3 +425,44 @@ def test_the_worker_needs_input_and_output_unless_it_is_a_standby(tmp_path):
     done = subprocess.run([sys.executable, "-m", "TSCDenoiseLib.mrml.worker", "--device", "cpu"], capture_output=True,
                           text=True, cwd=tmp_path, env=dict(os.environ, **background_environment()), timeout=60)
     assert done.returncode == 2 and "INPUT and OUTPUT are required (or --standby FOLDER)" in done.stderr
+
+
+# --- strength: passed to fresh and standby workers ---------------------------------------------------------
+
+from TSCDenoiseLib.mrml.worker import build_parser, worker_arguments  # noqa: E402
+
+
+def test_worker_arguments_carry_the_strength_only_when_it_is_not_one(tmp_path):
+    plain = worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu")
+    assert "--strength" not in plain and build_parser().parse_args(plain).strength == 1.0
+    arguments = worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu", strength=0.55)
+    assert arguments[arguments.index("--strength") + 1] == "0.55" and build_parser().parse_args(arguments).strength == 0.55
+
+
+def test_fresh_and_standby_workers_denoise_with_the_strength(tiny_noise_map_net, tmp_path):
+    checkpoint = save_model(tiny_noise_map_net, tmp_path / "noise_map.pt")
+    volume = _ct((4, 32, 40))
+    expected = denoise_volume(volume, tiny_noise_map_net, device="cpu", slab_size=2, strength=0.5)
+    assert not np.array_equal(expected, denoise_volume(volume, tiny_noise_map_net, device="cpu", slab_size=2))
+
+    fresh = DenoiseProcess(volume, checkpoint, device="cpu", slab_size=2, work_dir=tmp_path, strength=0.5).start()
+    _run_to_end(fresh)
+    np.testing.assert_array_equal(fresh.result(), expected)
+    fresh.cleanup()
+
+    standby = _ready_standby(tmp_path)
+    process = start_denoise_process(volume, standby=standby, model_path=checkpoint, device="cpu", slab_size=2,
+                                    work_dir=tmp_path, strength=0.5)
+    assert process is standby
+    _run_to_end(process)
+    np.testing.assert_array_equal(process.result(), expected)
+    process.cleanup()
+
+
+def test_a_strength_the_model_cannot_use_is_the_engines_clear_message(checkpoint, tmp_path):
+    process = DenoiseProcess(_ct((2, 16, 16)), checkpoint, device="cpu", work_dir=tmp_path, strength=0.5).start()
+    with pytest.raises(InvalidInputError, match="no noise-map input; use the default model or leave strength at 1.0"):
+        process.result()
+    assert process.wait() == 2
+    assert not process.output_path.exists()
+    process.cleanup()

@@ -253,6 +253,21 @@ def test_difference_of_volumes_of_different_size_is_refused(scene):
         create_difference_volume(source, other)
 
 
+def test_strength_reaches_the_node_result_and_a_bad_one_adds_no_node(scene, tiny_noise_map_net, tiny_net):
+    source = _volume_node(scene)
+    before = arrayFromVolume(source).copy()
+    output = denoise_volume_node(source, model=tiny_noise_map_net, device="cpu", strength=0.5)
+    np.testing.assert_array_equal(arrayFromVolume(output),
+                                  denoise_volume(before, tiny_noise_map_net, device="cpu", strength=0.5))
+    assert not np.array_equal(arrayFromVolume(output), denoise_volume(before, tiny_noise_map_net, device="cpu"))
+    nodes = scene.GetNumberOfNodes()
+    with pytest.raises(InvalidInputError, match="no noise-map input"):
+        denoise_volume_node(source, model=tiny_net, device="cpu", strength=0.5)
+    with pytest.raises(InvalidInputError, match="from 0.25 to 2"):
+        denoise_volume_node(source, model=tiny_noise_map_net, device="cpu", strength=0.1)
+    assert scene.GetNumberOfNodes() == nodes
+
+
 # --- the logic's run: worker process, callbacks, real nodes ---------------------------------------------
 
 from TSCDenoiseLib.mrml.run import NodeDenoiseRun  # noqa: E402
@@ -445,3 +460,16 @@ def test_a_run_refused_at_start_leaves_its_standby_unused_for_the_next_run(scene
     standby.stop()
     standby.wait(timeout=30)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_with_a_strength_gives_the_engines_result_at_that_strength(scene, tiny_noise_map_net, tmp_path):
+    checkpoint = save_model(tiny_noise_map_net, tmp_path / "noise_map.pt")
+    source = _volume_node(scene)
+    before = arrayFromVolume(source).copy()
+    finished = []
+    run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=2, strength=1.5, work_dir=tmp_path,
+                         on_finished=lambda node, error: finished.append((node, error))).start()
+    _drive(run)
+    assert len(finished) == 1 and finished[0][1] is None
+    np.testing.assert_array_equal(arrayFromVolume(run.output_node),
+                                  denoise_volume(before, tiny_noise_map_net, device="cpu", slab_size=2, strength=1.5))

@@ -119,3 +119,36 @@ def test_bias_free_network_has_no_additive_bias_but_the_sampling_offsets(tiny_co
     assert TSCNet(**net.config).config == net.config
     with torch.no_grad():  # no bias: zero in, zero noise estimate out
         assert not net(torch.zeros(1, 1, 16, 16)).any()
+
+
+def test_noise_map_strength_scales_the_noise_input_for_one_block_and_is_restored_after_an_error(tiny_noise_map_net):
+    from TSCDenoiseLib.networks.tscnet import has_noise_map, noise_map_strength
+
+    net = tiny_noise_map_net
+    x = torch.rand(2, 1, 16, 16) * 0.1 + 0.25
+    with torch.no_grad():
+        plain = net(x)
+        with noise_map_strength(net, 1.5):
+            assert net.noise_map_strength == 1.5
+            stronger = net(x)
+        assert net.noise_map_strength == 1.0
+        torch.testing.assert_close(net(x), plain, rtol=0, atol=0)
+        with pytest.raises(RuntimeError, match="boom"):
+            with noise_map_strength(net, 0.5):
+                raise RuntimeError("boom")
+        assert net.noise_map_strength == 1.0
+        channels = []  # the noise channel the stem sees: the noise index times the strength
+        hook = net.stem.register_forward_hook(lambda module, inputs, output: channels.append(inputs[0][:, 1]))
+        net(x)
+        with noise_map_strength(net, 2.0):
+            net(x)
+        hook.remove()
+    assert not torch.equal(stronger, plain)
+    assert torch.all(channels[0][0] == channels[0][0, 0, 0]) and channels[0].min() > 0  # one positive value a slice
+    torch.testing.assert_close(channels[1], 2.0 * channels[0])
+    assert has_noise_map(net) and not has_noise_map(TSCNet(base_channels=4, num_attention_blocks=0, num_dems=0))
+    assert "noise_map_strength" not in net.state_dict()  # never saved in a checkpoint
+    other = torch.nn.Conv2d(1, 1, 3)  # a network without the attribute gets none left behind
+    with noise_map_strength(other, 1.0):
+        assert other.noise_map_strength == 1.0
+    assert not hasattr(other, "noise_map_strength")
