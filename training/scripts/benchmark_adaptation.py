@@ -185,6 +185,10 @@ def main() -> int:
     if args.cases:
         cases = [c for c in cases if c["name"] in args.cases]
     results: dict = {}
+    report = {"model": str(args.model.name), "budget_s": args.budget, "threads": 1, "doses": args.doses,
+              "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
+    if steps_from is not None:  # the budget did not decide the steps; an earlier report did
+        report.update(steps_from=args.steps_from.name, safeguard_before=args.before)
     args.out.mkdir(parents=True, exist_ok=True)
     for dose in args.doses:
         for case in cases:
@@ -194,17 +198,12 @@ def main() -> int:
             results[key] = rows_for(case, dose, model, args.strategies, args.budget, args.bm3d, steps_from, before,
                                     args.before or "")
             print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
-            report = {"model": str(args.model.name), "budget_s": args.budget, "threads": 1, "doses": args.doses,
-                      "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
-            if steps_from is not None:  # the budget did not decide the steps; an earlier report did
-                report.update(steps_from=args.steps_from.name, safeguard_before=args.before)
             (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
             (args.out / f"{args.name}.md").write_text(markdown(results))
     if slab is not None:
         key = f"{slab['name']}@{args.doses[0]}"
         results[key] = rows_for(slab, args.doses[0], model, ["r2r"], args.slab_budget, False)
         print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
-        report["results"] = results
         (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
         (args.out / f"{args.name}.md").write_text(markdown(results))
     return 0

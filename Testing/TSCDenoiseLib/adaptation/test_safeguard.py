@@ -41,3 +41,23 @@ def test_a_gain_that_rests_on_the_noise_estimate_is_rejected():
     # with the same margin at the weaker noise (a copy that did not smooth more), it is kept
     kept = compare(original, Scores(930.0 + spread, torch.full((tiles,), 1600.0), torch.full((tiles,), 400.0)))
     assert kept.use_adapted and kept.conservative_gain == pytest.approx(70.0)
+
+
+def test_a_decrease_that_drives_the_risk_below_zero_is_not_credible():
+    # Per tile the copy is 100 +- 60 HU^2 better, significantly so at both noise scales, but the original's
+    # risk (40 HU^2) is within the test's uncertainty of zero: the copy's SURE risk would be negative, which
+    # no squared error can be, so the noise model is wrong for this scan and the original is kept.
+    tiles = 8
+    spread = 60.0 * torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    original = Scores(torch.full((tiles,), 1000.0), torch.full((tiles,), 1600.0), torch.full((tiles,), 320.0))
+    adapted = Scores(900.0 + spread, torch.full((tiles,), 1600.0), torch.full((tiles,), 320.0))
+    verdict = compare(original, adapted)
+    assert verdict.original_risk == pytest.approx(40.0) and verdict.adapted_risk == pytest.approx(-60.0)
+    assert verdict.original_risk - verdict.adapted_risk > SIGNIFICANCE * verdict.standard_error
+    assert verdict.conservative_gain > SIGNIFICANCE * verdict.conservative_standard_error
+    assert verdict.gain_db <= 0.0
+    assert not verdict.use_adapted
+    # the same per-tile decrease from an original risk well above the uncertainty is kept
+    resolvable = compare(Scores(torch.full((tiles,), 1400.0), torch.full((tiles,), 1600.0), torch.full((tiles,), 320.0)),
+                         Scores(1300.0 + spread, torch.full((tiles,), 1600.0), torch.full((tiles,), 320.0)))
+    assert resolvable.use_adapted and resolvable.gain_db > 0.0
