@@ -324,19 +324,14 @@ class StandbyWorker(DenoiseProcess):
         return (not self.submitted and self.expired is None and self.running and self.folder.is_dir()
                 and self.python == python_command(python_executable) and self.folder.parent.resolve() == wanted_dir)
 
-    def submit(
-        self,
-        volume: np.ndarray,
-        model_path: Union[str, os.PathLike, None] = None,
-        device: str = "auto",
-        slab_size: Union[str, int] = "auto",
-        amp: bool = True,
-        check_hu: bool = True,
-        adapt_seconds: float = 0.0,
-        spacing: Optional[Sequence[float]] = None,
-        strength: float = 1.0,
-    ) -> bool:
+    def submit(self, volume: np.ndarray, model_path: Union[str, os.PathLike, None] = None, **job: Any) -> bool:
         """Hand the standby its one job (DenoiseProcess's arguments); False when it can no longer take one.
+
+        Args:
+            volume: the HU array (Z, Y, X).
+            model_path: the checkpoint (None: the bundled default).
+            **job: `worker_arguments`' other options (device, slab_size, amp, check_hu, adapt_seconds, spacing,
+                strength), as DenoiseProcess takes them.
 
         Returns:
             True when the job is handed over (from now on this object follows it), False when the standby
@@ -358,8 +353,7 @@ class StandbyWorker(DenoiseProcess):
         self.model_path = model_path
         try:
             self._save_input(volume)
-            arguments = worker_arguments(self.input_path, self.output_path, model_path, device, slab_size, amp,
-                                         check_hu, adapt_seconds, spacing, strength)
+            arguments = worker_arguments(self.input_path, self.output_path, model_path, **job)
             staging = self.folder / (JOB_FILE + ".tmp")
             staging.write_text(json.dumps({"argv": arguments}), encoding="utf-8")
             os.replace(staging, self.folder / JOB_FILE)  # the standby sees the whole job or none of it

@@ -39,6 +39,23 @@ def checkpoint(tiny_net, tmp_path):
     return save_model(tiny_net, tmp_path / "student.pt")
 
 
+
+def _cancel_kills_the_tree_and_leaves_no_output(process) -> float:
+    """Cancel a running worker (behind its launcher); assert every process of its tree is gone, result() says
+    cancelled and no output or partial output is left. Returns how long cancel() itself took (seconds)."""
+    tree = [psutil.Process(process.process.pid)] + psutil.Process(process.process.pid).children(recursive=True)
+    assert len(tree) >= 2  # the launcher and the Python worker
+    started = time.perf_counter()
+    process.cancel()
+    seconds = time.perf_counter() - started
+    gone, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, f"still running after cancel: {alive}"
+    with pytest.raises(TSCDenoiseError, match="cancelled"):
+        process.result()
+    assert not process.output_path.exists()
+    assert not any(name.startswith(".output.npy") for name in os.listdir(process.folder))
+    return seconds
+
 def test_worker_result_equals_the_engine_and_progress_is_reported(tiny_net, checkpoint, tmp_path):
     volume = _ct((6, 32, 40))
     process = DenoiseProcess(volume, checkpoint, device="cpu", slab_size=2, work_dir=tmp_path).start()
@@ -93,15 +110,7 @@ def test_cancel_kills_the_whole_process_tree(checkpoint, tmp_path):
     while not any(e["event"] == "progress" for e in process.poll()):
         assert process.running and time.monotonic() < deadline
         time.sleep(0.02)
-    tree = [psutil.Process(process.process.pid)] + psutil.Process(process.process.pid).children(recursive=True)
-    assert len(tree) >= 2  # the launcher and the Python worker
-    process.cancel()
-    gone, alive = psutil.wait_procs(tree, timeout=10)
-    assert not alive, f"still running after cancel: {alive}"
-    with pytest.raises(TSCDenoiseError, match="cancelled"):
-        process.result()
-    assert not process.output_path.exists()
-    assert not any(name.startswith(".output.npy") for name in os.listdir(process.folder))
+    _cancel_kills_the_tree_and_leaves_no_output(process)
 
 
 # --- launching, reading and cancelling as inside Slicer -----------------------------------------------------
@@ -318,17 +327,7 @@ def test_cancel_of_a_standby_job_kills_the_tree_and_leaves_no_output_or_folder(c
     assert process is standby
     _until(lambda: any(e["event"] == "progress" for e in process.poll()) or not process.running,
            what="the first progress event")
-    tree = [psutil.Process(process.process.pid)] + psutil.Process(process.process.pid).children(recursive=True)
-    assert len(tree) >= 2  # the launcher and the Python worker
-    started = time.perf_counter()
-    process.cancel()
-    assert time.perf_counter() - started < 0.2
-    gone, alive = psutil.wait_procs(tree, timeout=10)
-    assert not alive, f"still running after cancel: {alive}"
-    with pytest.raises(TSCDenoiseError, match="cancelled"):
-        process.result()
-    assert not process.output_path.exists()
-    assert not any(name.startswith(".output.npy") for name in os.listdir(process.folder))
+    assert _cancel_kills_the_tree_and_leaves_no_output(process) < 0.2
     process.cleanup()
     assert list(work.iterdir()) == []
 
