@@ -114,14 +114,19 @@ def adapt_model(
         _carry_attributes(model, trainee)
     reason = "" if verdict.use_adapted else (
         "worse on held-out tiles" if verdict.adapted_risk >= verdict.original_risk else
-        "no significant held-out gain" if verdict.conservative_gain > 0 else
-        "its gain rests on the noise estimate: it loses if the noise is 10 % weaker")
+        "its gain rests on the noise estimate: it loses if the noise is 10 % weaker"
+        if verdict.conservative_gain <= 0 else
+        "its gain rests on the noise estimate: it loses if the noise is 20 % stronger"
+        if verdict.stronger_noise_gain <= 0 else
+        "no significant held-out gain")
     return chosen, AdaptationReport(
         "adapted" if keep else "original", steps=taken, seconds=time.monotonic() - started,
         training_seconds=training_seconds, original_risk=verdict.original_risk, adapted_risk=verdict.adapted_risk,
         standard_error=verdict.standard_error, original_rmse_hu=verdict.original_rmse_hu,
         adapted_rmse_hu=verdict.adapted_rmse_hu, gain_db=verdict.gain_db, conservative_gain=verdict.conservative_gain,
-        conservative_standard_error=verdict.conservative_standard_error, reason=reason,
+        conservative_standard_error=verdict.conservative_standard_error,
+        stronger_noise_gain=verdict.stronger_noise_gain,
+        stronger_noise_standard_error=verdict.stronger_noise_standard_error, reason=reason,
         verdict="adapted" if verdict.use_adapted else "original", **common)
 
 

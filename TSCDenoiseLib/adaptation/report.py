@@ -27,6 +27,8 @@ class AdaptationReport:
     gain_db: Optional[float] = None
     conservative_gain: Optional[float] = None  # risk decrease (HU^2) with 0.8 of the estimated noise variance
     conservative_standard_error: Optional[float] = None  # of that decrease, HU^2
+    stronger_noise_gain: Optional[float] = None  # risk decrease (HU^2) with 1.45 x the estimated noise variance
+    stronger_noise_standard_error: Optional[float] = None  # of that decrease, HU^2
     noise_std_hu: Optional[float] = None  # the scan's median noise std, as the noise model measured it
     noise_rois: int = 0
     reason: str = ""

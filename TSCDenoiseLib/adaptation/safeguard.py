@@ -10,13 +10,17 @@ learned to remove only the synthetic noise of the training pairs (a Noisier2Nois
 synthetic noise can be told apart from the scan's) returns the scan nearly unchanged, and SURE charges it
 the full noise variance.
 
-SURE is only as right as the noise covariance. Where the noise model overestimates the noise (fine organ
-texture counted as noise), SURE favours over-smoothing, and a model fine-tuned on that same synthetic noise
-wins by it. So the adapted model is kept only when it wins by more than two standard errors of the per-tile
-differences both with the estimated noise and with a noise CONSERVATIVE_VARIANCE times as strong (std
-x 0.9), which tilts the comparison towards less smoothing. (The noise model measured 5-20 % below the true
-noise std on real CT at simulated low dose, training/docs/adaptation/README.md; a stricter 0.64 rejected
-adapted models that were 1.3-2.3 dB better on heads with a clean reference.)
+SURE is only as right as the noise covariance, and the noise model errs both ways. Where it overestimates
+the noise (fine organ texture counted as noise), SURE favours over-smoothing; where it underestimates it,
+SURE favours a model that leaves noise in; and a model fine-tuned on that same synthetic noise wins by the
+error. So the adapted model is kept only when it wins by more than two standard errors of the per-tile
+differences with the estimated noise and also with a noise CONSERVATIVE_VARIANCE times as strong (std
+x 0.9) and STRONGER_VARIANCE times as strong (std x 1.2). The risk difference is linear in the variance
+scale, so a copy that wins at both ends wins over the whole range on average. The range comes from 147
+simulated training pairs whose noise is known (training/docs/adaptation/noise-model-bias.md; not the
+evaluation cases): the estimate was 0.58-1.79 x the true variance (5th-95th percentile); it overestimated
+by more than 1 / 0.8 on 14 % of them and underestimated by more than 1.45 on 15 %, mostly real chests. (A
+stricter weaker end, 0.64, rejected adapted models 1.3-2.3 dB better on heads with a clean reference.)
 
 Why the test is what it is (measured, training/docs/adaptation/README.md, "Safeguard power"):
 
@@ -38,7 +42,7 @@ Why the test is what it is (measured, training/docs/adaptation/README.md, "Safeg
   have zero estimated gain at CONSERVATIVE_VARIANCE (it crosses zero at 0.78-0.81 x the noise variance),
   and copies worse only against a reference with its own noise become significant at about the same noise
   scales as the better ones. From the scan alone, the reference's noise is noise: no reference-free
-  threshold keeps those apart, and SIGNIFICANCE and CONSERVATIVE_VARIANCE were not tuned on the evaluation.
+  threshold keeps those apart, and SIGNIFICANCE and the two variance scales were not tuned on the evaluation.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ PROBE_SCALE = 0.05  # e: the probe perturbation, as a fraction of the local nois
 MAX_TILES = 48
 MIN_TISSUE = 0.3
 SIGNIFICANCE = 2.0  # standard errors
-CONSERVATIVE_VARIANCE = 0.8  # the second check's noise variance, relative to the estimate (std x 0.9)
+CONSERVATIVE_VARIANCE = 0.8  # the weaker noise's variance, relative to the estimate (std x 0.9)
+STRONGER_VARIANCE = 1.45  # the stronger noise's (std x 1.2)
 
 
 @dataclass
@@ -152,6 +157,8 @@ class Verdict:
     standard_error: float  # of the mean difference, HU^2
     conservative_gain: float = 0.0  # risk decrease with the weaker noise, HU^2 (must be significant too)
     conservative_standard_error: float = float("nan")  # its standard error, HU^2
+    stronger_noise_gain: float = 0.0  # risk decrease with the stronger noise, HU^2 (must be significant too)
+    stronger_noise_standard_error: float = float("nan")  # its standard error, HU^2
 
     @property
     def original_rmse_hu(self) -> float:
@@ -189,20 +196,27 @@ def _significantly_lower(original: torch.Tensor, adapted: torch.Tensor) -> Tuple
 
 
 def compare(original: Scores, adapted: Scores) -> Verdict:
-    """Keep the adapted model only if its risk is significantly lower, with the estimated noise and with
-    the conservative (weaker) one, and only if that decrease is credible: SURE estimates a mean squared
+    """Keep the adapted model only if its risk is significantly lower with the estimated noise and with the
+    weaker and the stronger one, and only if that decrease is credible: SURE estimates a mean squared
     error, so an original risk within its uncertainty of zero leaves nothing to gain that the test could
     resolve, and a decrease larger than it drives the adapted risk below zero, which shows the noise
     model is wrong for this scan (measured on a 16-slice mixed slab: a copy 4.6 dB worse passed the paired
     test with a reported gain of -3.2 dB). Then the original is kept."""
     wins, error = _significantly_lower(original.risk(), adapted.risk())
-    still_wins, conservative_error = _significantly_lower(original.risk(CONSERVATIVE_VARIANCE),
-                                                          adapted.risk(CONSERVATIVE_VARIANCE))
+    wins_weaker, weaker_error = _significantly_lower(original.risk(CONSERVATIVE_VARIANCE),
+                                                     adapted.risk(CONSERVATIVE_VARIANCE))
+    wins_stronger, stronger_error = _significantly_lower(original.risk(STRONGER_VARIANCE),
+                                                         adapted.risk(STRONGER_VARIANCE))
     adapted_risk = float(adapted.risk().mean())
-    verdict = Verdict(wins and still_wins, float(original.risk().mean()),
+    verdict = Verdict(wins and wins_weaker and wins_stronger, float(original.risk().mean()),
                       adapted_risk if math.isfinite(adapted_risk) else float("inf"), error,
-                      conservative_gain=float((original.risk(CONSERVATIVE_VARIANCE)
-                                               - adapted.risk(CONSERVATIVE_VARIANCE)).mean()),
-                      conservative_standard_error=conservative_error)
+                      conservative_gain=_mean_decrease(original, adapted, CONSERVATIVE_VARIANCE),
+                      conservative_standard_error=weaker_error,
+                      stronger_noise_gain=_mean_decrease(original, adapted, STRONGER_VARIANCE),
+                      stronger_noise_standard_error=stronger_error)
     verdict.use_adapted = verdict.use_adapted and verdict.gain_db > 0.0
     return verdict
+
+
+def _mean_decrease(original: Scores, adapted: Scores, variance_scale: float) -> float:
+    return float((original.risk(variance_scale) - adapted.risk(variance_scale)).mean())

@@ -1,12 +1,13 @@
 """The safeguard's decision on per-tile SURE scores: a paired test over held-out tiles, with the estimated
-noise and with the conservative (weaker) one, each reported with its standard error."""
+noise and with a weaker and a stronger one, each reported with its standard error."""
 
 import math
 
 import pytest
 import torch
 
-from TSCDenoiseLib.adaptation.safeguard import CONSERVATIVE_VARIANCE, SIGNIFICANCE, Scores, compare
+from TSCDenoiseLib.adaptation.safeguard import (CONSERVATIVE_VARIANCE, SIGNIFICANCE, STRONGER_VARIANCE, Scores,
+                                                 compare)
 
 
 def _scores(data, noise_var, divergence):
@@ -19,7 +20,8 @@ def test_the_standard_errors_are_the_spread_of_the_paired_tile_differences():
                       [100.0, 110.0, 90.0, 95.0, 105.0, 100.0])
     verdict = compare(original, adapted)
     for scale, gain, error in ((1.0, verdict.original_risk - verdict.adapted_risk, verdict.standard_error),
-                               (CONSERVATIVE_VARIANCE, verdict.conservative_gain, verdict.conservative_standard_error)):
+                               (CONSERVATIVE_VARIANCE, verdict.conservative_gain, verdict.conservative_standard_error),
+                               (STRONGER_VARIANCE, verdict.stronger_noise_gain, verdict.stronger_noise_standard_error)):
         difference = adapted.risk(scale) - original.risk(scale)
         assert gain == pytest.approx(-float(difference.mean()), rel=1e-6)
         assert error == pytest.approx(float(difference.std() / math.sqrt(6)), rel=1e-6)
@@ -41,6 +43,25 @@ def test_a_gain_that_rests_on_the_noise_estimate_is_rejected():
     # with the same margin at the weaker noise (a copy that did not smooth more), it is kept
     kept = compare(original, Scores(930.0 + spread, torch.full((tiles,), 1600.0), torch.full((tiles,), 400.0)))
     assert kept.use_adapted and kept.conservative_gain == pytest.approx(70.0)
+
+
+def test_a_gain_that_needs_the_noise_to_be_no_stronger_than_estimated_is_rejected():
+    # the adapted copy leaves noise in: it stays 300 HU^2 closer to the scan, but its divergence is 120 HU^2
+    # higher, so its gain is 300 - 240 s at s x the estimated variance: +60 at 1, +108 at the weaker noise,
+    # -48 at 1.45 (the noise model underestimated real chest noise by more than that on 14 % of the pairs)
+    tiles = 8
+    spread = torch.tensor([5.0, -5.0, 3.0, -3.0, 4.0, -4.0, 2.0, -2.0])
+    variance = torch.full((tiles,), 1600.0)
+    original = Scores(torch.full((tiles,), 1000.0), variance, torch.full((tiles,), 900.0))
+    verdict = compare(original, Scores(700.0 + spread, variance, torch.full((tiles,), 1020.0)))
+    assert verdict.original_risk - verdict.adapted_risk == pytest.approx(60.0)
+    assert verdict.original_risk - verdict.adapted_risk > SIGNIFICANCE * verdict.standard_error
+    assert verdict.conservative_gain == pytest.approx(108.0)
+    assert verdict.stronger_noise_gain == pytest.approx(60.0 - 0.45 * 240.0)
+    assert not verdict.use_adapted
+    # a copy whose divergence rose by only 60 HU^2 still wins with the stronger noise, and is kept
+    kept = compare(original, Scores(700.0 + spread, variance, torch.full((tiles,), 960.0)))
+    assert kept.use_adapted and kept.stronger_noise_gain == pytest.approx(300.0 - 1.45 * 120.0)
 
 
 def test_a_decrease_that_drives_the_risk_below_zero_is_not_credible():
