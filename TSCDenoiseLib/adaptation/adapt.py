@@ -18,7 +18,7 @@ from .finetune import TrainSettings, fine_tune
 from .noise_model import estimate_noise_model
 from .pairs import STRATEGIES, make_split
 from .report import AdaptationReport
-from .safeguard import compare, held_out_tiles, score
+from .safeguard import compare, held_out_tiles, score, with_real_probes
 
 THIN_SLICE_MM = 1.5  # adjacent slices share anatomy closely enough at or below this thickness
 SCORING_MARGIN = 1.3  # the adapted model's scoring is predicted from the original's, with this margin
@@ -91,7 +91,8 @@ def adapt_model(
                                        verdict="original", **common)
     trainee = copy.deepcopy(model).to(target)
     scoring_started = time.monotonic()
-    original_scores = score(trainee, held, target)  # the copy is still identical to `model`
+    held = with_real_probes(held, trainee, target)  # the copy is still identical to `model`
+    original_scores = score(trainee, held, target)
     scoring_seconds = time.monotonic() - scoring_started
     report_progress(0)
     training_started = time.monotonic()
@@ -118,6 +119,8 @@ def adapt_model(
         if verdict.conservative_gain <= 0 else
         "its gain rests on the noise estimate: it loses if the noise is 20 % stronger"
         if verdict.stronger_noise_gain <= 0 else
+        "it lets through noise of the scan's own kind: it loses when probed with it"
+        if verdict.real_noise_gain <= 0 else
         "no significant held-out gain")
     return chosen, AdaptationReport(
         "adapted" if keep else "original", steps=taken, seconds=time.monotonic() - started,
@@ -126,7 +129,9 @@ def adapt_model(
         adapted_rmse_hu=verdict.adapted_rmse_hu, gain_db=verdict.gain_db, conservative_gain=verdict.conservative_gain,
         conservative_standard_error=verdict.conservative_standard_error,
         stronger_noise_gain=verdict.stronger_noise_gain,
-        stronger_noise_standard_error=verdict.stronger_noise_standard_error, reason=reason,
+        stronger_noise_standard_error=verdict.stronger_noise_standard_error,
+        real_noise_gain=verdict.real_noise_gain, real_noise_standard_error=verdict.real_noise_standard_error,
+        reason=reason,
         verdict="adapted" if verdict.use_adapted else "original", **common)
 
 

@@ -29,6 +29,8 @@ class AdaptationReport:
     conservative_standard_error: Optional[float] = None  # of that decrease, HU^2
     stronger_noise_gain: Optional[float] = None  # risk decrease (HU^2) with 1.45 x the estimated noise variance
     stronger_noise_standard_error: Optional[float] = None  # of that decrease, HU^2
+    real_noise_gain: Optional[float] = None  # risk decrease (HU^2) with the divergence of real-noise probes
+    real_noise_standard_error: Optional[float] = None  # of that decrease, HU^2
     noise_std_hu: Optional[float] = None  # the scan's median noise std, as the noise model measured it
     noise_rois: int = 0
     reason: str = ""

@@ -48,8 +48,8 @@ Why the test is what it is (measured, training/docs/adaptation/README.md, "Safeg
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import List, Tuple
+from dataclasses import dataclass, replace
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -67,6 +67,7 @@ MIN_TISSUE = 0.3
 SIGNIFICANCE = 2.0  # standard errors
 CONSERVATIVE_VARIANCE = 0.8  # the weaker noise's variance, relative to the estimate (std x 0.9)
 STRONGER_VARIANCE = 1.45  # the stronger noise's (std x 1.2)
+MIN_REAL_PROBE_VARIANCE = 0.1  # a real-noise probe weaker than this share of the noise variance is not used
 
 
 @dataclass
@@ -77,6 +78,8 @@ class HeldOut:
     probes: torch.Tensor
     weights: torch.Tensor  # (M, 1, T, T)
     noise_var: torch.Tensor  # (M,) mean noise variance over each tile's weighted pixels, HU^2
+    neighbours: Optional[torch.Tensor] = None  # (M, T, T) the training tile beside each held-out tile, HU
+    real_probes: Optional[torch.Tensor] = None  # (M, T, T) the original model's residual on the neighbour
 
     @property
     def tiles(self) -> int:
@@ -96,15 +99,39 @@ def held_out_tiles(volume_hu: np.ndarray, split: Split, noise: ScanNoiseModel, g
         candidates = [candidates[i] for i in keep]
     if not candidates:
         empty = torch.zeros((0, tile, tile))
-        return HeldOut(empty, empty.unsqueeze(1), empty.unsqueeze(1), torch.zeros(0))
+        return HeldOut(empty, empty.unsqueeze(1), empty.unsqueeze(1), torch.zeros(0), empty, empty)
     scans = torch.stack([torch.from_numpy(np.asarray(volume_hu[z, y0:y0 + tile, x0:x0 + tile], dtype=np.float32))
                          for z, y0, x0 in candidates])
+    neighbours = torch.stack([_neighbour(volume_hu, z, y0, x0, tile) for z, y0, x0 in candidates])
     probes = torch.stack([torch.stack([noise.sample(z, y0, x0, tile, generator) for _ in range(PROBES)])
                           for z, y0, x0 in candidates])
     weights = tissue_weights(scans)
     local_var = torch.stack([noise.local_std(z, y0, x0, tile) ** 2 for z, y0, x0 in candidates]).unsqueeze(1)
     noise_var = (local_var * weights).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp_min(1.0)
-    return HeldOut(scans, probes, weights, noise_var)
+    return HeldOut(scans, probes, weights, noise_var, neighbours)
+
+
+def _neighbour(volume_hu: np.ndarray, z: int, y0: int, x0: int, tile: int) -> torch.Tensor:
+    """The left or right neighbour of a held-out tile (a training tile in the diagonal-stripe split), whichever
+    holds more tissue."""
+    options = [x for x in (x0 - tile, x0 + tile) if 0 <= x and x + tile <= volume_hu.shape[2]]
+    tiles = [np.asarray(volume_hu[z, y0:y0 + tile, x:x + tile], dtype=np.float32) for x in options]
+    return torch.from_numpy(max(tiles, key=lambda t: float(np.mean(t > TISSUE_HU))))
+
+
+def with_real_probes(held: HeldOut, original: nn.Module, device: torch.device, batch: int = 8) -> HeldOut:
+    """The held-out tiles with a probe of the scan's own noise for each: `original`'s residual (scan - output)
+    on the neighbouring training tile. It carries the real noise's local texture and orientation, which
+    the synthetic probes (a stationary Gaussian model) do not, so a copy that learned to tell the two
+    apart is measured on the noise it actually passes."""
+    if held.neighbours is None or held.tiles == 0:
+        return held
+    residuals = []
+    with torch.no_grad():
+        for start in range(0, held.tiles, batch):
+            part = held.neighbours[start:start + batch]
+            residuals.append(part - _denoise_hu(original, part, device))
+    return replace(held, real_probes=torch.cat(residuals))
 
 
 def _denoise_hu(model: nn.Module, hu: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -119,15 +146,22 @@ class Scores:
     data: torch.Tensor
     noise_var: torch.Tensor
     divergence: torch.Tensor
+    real_pass: Optional[torch.Tensor] = None  # share of the real-noise probe the model lets through, per tile
 
     def risk(self, variance_scale: float = 1.0) -> torch.Tensor:
         """SURE per tile with the noise covariance scaled by `variance_scale`."""
         return self.data - variance_scale * self.noise_var + 2.0 * variance_scale * self.divergence
 
+    def real_noise_risk(self) -> Optional[torch.Tensor]:
+        """SURE per tile with the divergence measured by the real-noise probes (None without them)."""
+        if self.real_pass is None:
+            return None
+        return self.data - self.noise_var + 2.0 * self.noise_var * self.real_pass
+
 
 def score(model: nn.Module, held: HeldOut, device: torch.device, batch: int = 8) -> Scores:
     """The SURE terms of `model` on every held-out tile."""
-    datas, divergences = [], []
+    datas, divergences, passes = [], [], []
     with torch.no_grad():
         for start in range(0, held.tiles, batch):
             part = slice(start, start + batch)
@@ -142,9 +176,25 @@ def score(model: nn.Module, held: HeldOut, device: torch.device, batch: int = 8)
                 divergence += ((probe * (moved - denoised) / PROBE_SCALE) * weights).sum(dim=(1, 2)) / count
             datas.append(data)
             divergences.append(divergence / held.probes.shape[1])
+            if held.real_probes is not None:
+                passes.append(_real_pass(model, scans, denoised, weights, held.real_probes[part],
+                                         held.noise_var[part], divergences[-1], device))
     if not datas:
         return Scores(torch.zeros(0), torch.zeros(0), torch.zeros(0))
-    return Scores(torch.cat(datas), held.noise_var, torch.cat(divergences))
+    return Scores(torch.cat(datas), held.noise_var, torch.cat(divergences), torch.cat(passes) if passes else None)
+
+
+def _real_pass(model: nn.Module, scans: torch.Tensor, denoised: torch.Tensor, weights: torch.Tensor,
+               probes: torch.Tensor, noise_var: torch.Tensor, synthetic_divergence: torch.Tensor,
+               device: torch.device) -> torch.Tensor:
+    """b.(f(y + e b) - f(y)) / (e |b|^2) for the real-noise probes b, per tile; where a neighbour holds too
+    little noise to probe with (mostly air), the synthetic probes' share stands in."""
+    moved = _denoise_hu(model, scans + PROBE_SCALE * probes, device)
+    energy = (probes ** 2 * weights).sum(dim=(1, 2))
+    response = (probes * (moved - denoised) / PROBE_SCALE * weights).sum(dim=(1, 2))
+    count = weights.sum(dim=(1, 2)).clamp_min(1.0)
+    usable = energy / count >= MIN_REAL_PROBE_VARIANCE * noise_var
+    return torch.where(usable, response / energy.clamp_min(1e-6), synthetic_divergence / noise_var.clamp_min(1e-6))
 
 
 @dataclass
@@ -159,6 +209,8 @@ class Verdict:
     conservative_standard_error: float = float("nan")  # its standard error, HU^2
     stronger_noise_gain: float = 0.0  # risk decrease with the stronger noise, HU^2 (must be significant too)
     stronger_noise_standard_error: float = float("nan")  # its standard error, HU^2
+    real_noise_gain: float = float("nan")  # risk decrease with the real-noise probes' divergence, HU^2 (idem)
+    real_noise_standard_error: float = float("nan")  # its standard error, HU^2
 
     @property
     def original_rmse_hu(self) -> float:
@@ -207,13 +259,19 @@ def compare(original: Scores, adapted: Scores) -> Verdict:
                                                      adapted.risk(CONSERVATIVE_VARIANCE))
     wins_stronger, stronger_error = _significantly_lower(original.risk(STRONGER_VARIANCE),
                                                          adapted.risk(STRONGER_VARIANCE))
+    wins_real, real_error, real_gain = True, float("nan"), float("nan")
+    original_real, adapted_real = original.real_noise_risk(), adapted.real_noise_risk()
+    if original_real is not None and adapted_real is not None:
+        wins_real, real_error = _significantly_lower(original_real, adapted_real)
+        real_gain = float((original_real - adapted_real).mean())
     adapted_risk = float(adapted.risk().mean())
-    verdict = Verdict(wins and wins_weaker and wins_stronger, float(original.risk().mean()),
+    verdict = Verdict(wins and wins_weaker and wins_stronger and wins_real, float(original.risk().mean()),
                       adapted_risk if math.isfinite(adapted_risk) else float("inf"), error,
                       conservative_gain=_mean_decrease(original, adapted, CONSERVATIVE_VARIANCE),
                       conservative_standard_error=weaker_error,
                       stronger_noise_gain=_mean_decrease(original, adapted, STRONGER_VARIANCE),
-                      stronger_noise_standard_error=stronger_error)
+                      stronger_noise_standard_error=stronger_error,
+                      real_noise_gain=real_gain, real_noise_standard_error=real_error)
     verdict.use_adapted = verdict.use_adapted and verdict.gain_db > 0.0
     return verdict
 

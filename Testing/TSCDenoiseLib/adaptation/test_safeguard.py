@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from TSCDenoiseLib.adaptation.safeguard import (CONSERVATIVE_VARIANCE, SIGNIFICANCE, STRONGER_VARIANCE, Scores,
-                                                 compare)
+from TSCDenoiseLib.adaptation.safeguard import (CONSERVATIVE_VARIANCE, PROBES, SIGNIFICANCE, STRONGER_VARIANCE,
+                                                 HeldOut, Scores, compare, score, with_real_probes)
+from TSCDenoiseLib.adaptation.tensors import window_of
 
 
 def _scores(data, noise_var, divergence):
@@ -82,3 +83,53 @@ def test_a_decrease_that_drives_the_risk_below_zero_is_not_credible():
     resolvable = compare(Scores(torch.full((tiles,), 1400.0), torch.full((tiles,), 1600.0), torch.full((tiles,), 320.0)),
                          Scores(1300.0 + spread, torch.full((tiles,), 1600.0), torch.full((tiles,), 320.0)))
     assert resolvable.use_adapted and resolvable.gain_db > 0.0
+
+
+class _Shrink(torch.nn.Module):
+    """f(y) = a y + (1 - a) c in HU (the window's normalization is affine, so also in its units)."""
+
+    def __init__(self, share: float, centre_hu: float):
+        super().__init__()
+        self.share, self.centre = share, window_of(self).normalize(torch.tensor(centre_hu))
+
+    def forward(self, x):
+        return self.share * x + (1.0 - self.share) * self.centre
+
+
+class _RowMean(torch.nn.Module):
+    """Averages along rows: removes white noise, lets row-constant (streak-like) noise through untouched."""
+
+    def forward(self, x):
+        return x.mean(dim=-1, keepdim=True).expand_as(x)
+
+
+def _streaks(tiles, size, std, seed):
+    rows = torch.randn((tiles, size, 1), generator=torch.Generator().manual_seed(seed))
+    return (rows * std).expand(tiles, size, size).contiguous()
+
+
+def test_a_copy_that_passes_the_scans_own_noise_is_caught_by_the_real_noise_probes():
+    # The scan's noise is streaks (constant along rows); the noise model, wrongly, white. The copy (a row
+    # mean) removes white noise and passes the streaks: synthetic probes see it remove almost everything
+    # and SURE prefers it to the original (which halves all noise), though its true error is 4x larger.
+    # The original's residual on the neighbouring tiles is streaks too, and with those probes it loses.
+    tiles, size, std, tissue = 12, 32, 30.0, 40.0
+    scans = tissue + _streaks(tiles, size, std, 0)
+    synthetic = std * torch.randn((tiles, PROBES, size, size), generator=torch.Generator().manual_seed(1))
+    held = HeldOut(scans, synthetic, torch.ones((tiles, 1, size, size)), torch.full((tiles,), std**2),
+                   neighbours=tissue + _streaks(tiles, size, std, 2))
+    original, copy = _Shrink(0.5, tissue), _RowMean()
+    cpu = torch.device("cpu")
+    synthetic_only = compare(score(original, held, cpu), score(copy, held, cpu))
+    assert synthetic_only.use_adapted  # what the safeguard did before it probed with the scan's own noise
+
+    probed = with_real_probes(held, original, cpu)
+    assert torch.allclose(probed.real_probes, 0.5 * (held.neighbours - tissue), atol=1e-3)
+    before, after = score(original, probed, cpu), score(copy, probed, cpu)
+    assert torch.allclose(before.real_pass, torch.full((tiles,), 0.5), atol=1e-3)
+    assert torch.allclose(after.real_pass, torch.ones(tiles), atol=1e-3)
+    verdict = compare(before, after)
+    assert verdict.real_noise_gain == pytest.approx(-(std**2) * 0.75, rel=0.2)
+    assert not verdict.use_adapted
+    # a copy that shrinks every kind of noise further is still kept
+    assert compare(before, score(_Shrink(0.2, tissue), probed, cpu)).use_adapted
