@@ -80,6 +80,7 @@ class HeldOut:
     noise_var: torch.Tensor  # (M,) mean noise variance over each tile's weighted pixels, HU^2
     neighbours: Optional[torch.Tensor] = None  # (M, T, T) the training tile beside each held-out tile, HU
     real_probes: Optional[torch.Tensor] = None  # (M, T, T) the original model's residual on the neighbour
+    positions: Optional[List[Tuple[int, int, int]]] = None  # (z, y0, x0) of each held-out tile
 
     @property
     def tiles(self) -> int:
@@ -99,7 +100,7 @@ def held_out_tiles(volume_hu: np.ndarray, split: Split, noise: ScanNoiseModel, g
         candidates = [candidates[i] for i in keep]
     if not candidates:
         empty = torch.zeros((0, tile, tile))
-        return HeldOut(empty, empty.unsqueeze(1), empty.unsqueeze(1), torch.zeros(0), empty, empty)
+        return HeldOut(empty, empty.unsqueeze(1), empty.unsqueeze(1), torch.zeros(0), empty, empty, [])
     scans = torch.stack([torch.from_numpy(np.asarray(volume_hu[z, y0:y0 + tile, x0:x0 + tile], dtype=np.float32))
                          for z, y0, x0 in candidates])
     neighbours = torch.stack([_neighbour(volume_hu, z, y0, x0, tile) for z, y0, x0 in candidates])
@@ -108,7 +109,7 @@ def held_out_tiles(volume_hu: np.ndarray, split: Split, noise: ScanNoiseModel, g
     weights = tissue_weights(scans)
     local_var = torch.stack([noise.local_std(z, y0, x0, tile) ** 2 for z, y0, x0 in candidates]).unsqueeze(1)
     noise_var = (local_var * weights).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp_min(1.0)
-    return HeldOut(scans, probes, weights, noise_var, neighbours)
+    return HeldOut(scans, probes, weights, noise_var, neighbours, positions=candidates)
 
 
 def _neighbour(volume_hu: np.ndarray, z: int, y0: int, x0: int, tile: int) -> torch.Tensor:

@@ -31,17 +31,11 @@ from TSCDenoiseLib.adaptation.pairs import make_split  # noqa: E402
 from TSCDenoiseLib.core.checkpoint import load_model  # noqa: E402
 
 
-def held_out_references(case: dict, low: np.ndarray, split, held) -> torch.Tensor:
-    """The reference tiles at the held-out tiles' positions (the same selection `held_out_tiles` makes)."""
+def held_out_references(case: dict, split, held) -> torch.Tensor:
+    """The reference tiles at the held-out tiles' positions."""
     tile = split.tile
-    positions = [(z, y0, x0) for z in range(low.shape[0]) for y0, x0 in split.held_out_tiles()
-                 if np.mean(low[z, y0:y0 + tile, x0:x0 + tile] > safeguard.TISSUE_HU) >= safeguard.MIN_TISSUE]
-    if len(positions) > safeguard.MAX_TILES:
-        keep = np.linspace(0, len(positions) - 1, safeguard.MAX_TILES).round().astype(int)
-        positions = [positions[i] for i in keep]
-    assert len(positions) == held.tiles
     return torch.stack([torch.from_numpy(case["ndct"][z, y0:y0 + tile, x0:x0 + tile].astype(np.float32))
-                        for z, y0, x0 in positions])
+                        for z, y0, x0 in held.positions])
 
 
 def main() -> int:
@@ -64,7 +58,7 @@ def main() -> int:
     cpu = torch.device("cpu")
     held = safeguard.held_out_tiles(low, split, noise, torch.Generator().manual_seed(1))
     held = safeguard.with_real_probes(held, model, cpu)
-    reference = held_out_references(case, low, split, held)
+    reference = held_out_references(case, split, held)
     weights = held.weights[:, 0]
 
     def mean(values: torch.Tensor) -> torch.Tensor:
