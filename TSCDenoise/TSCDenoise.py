@@ -124,8 +124,9 @@ class TSCDenoiseParameterNode:
     createDifferenceVolume - also make "<input> - denoised" to see what was removed.
     adaptToScan, adaptSeconds - first fine-tune a copy of the model on this scan (self-supervised), for up to
         adaptSeconds; a held-out check keeps the original model when the adapted one is not better.
-    strength - how much to denoise: 1.0 the model's own level; below 1 keeps more texture and noise, above 1
-        smooths more (it scales the noise level a noise-map model such as the default is given).
+    autoStrength, strength - how much to denoise: chosen from the scan's noise texture (autoStrength), or
+        strength: 1.0 the model's own level; below 1 keeps more texture and noise, above 1 smooths more (it
+        scales the noise level a noise-map model such as the default is given).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -139,6 +140,7 @@ class TSCDenoiseParameterNode:
     createDifferenceVolume: bool = False
     adaptToScan: bool = False
     adaptSeconds: Annotated[int, WithinRange(10, 3600)] = 300
+    autoStrength: bool = True
     strength: Annotated[float, WithinRange(0.25, 2.0)] = 1.0
 
 
@@ -245,6 +247,7 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelPathLineEdit.currentPath = node.modelPath
         self.ui.slabSizeSpinBox.enabled = bool(node) and not node.autoSlabSize and not running
         self.ui.adaptSecondsSpinBox.enabled = bool(node) and node.adaptToScan and not running
+        self.ui.strengthSlider.enabled = bool(node) and not node.autoStrength and not running
         self.ui.settingsCollapsibleButton.enabled = not running
         self.ui.loadSampleButton.enabled = not running
         self.ui.applyButton.text = _("Cancel") if running else _("Denoise")
@@ -323,7 +326,8 @@ class TSCDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     modelPath=None if node.useDefaultModel else node.modelPath,
                     device=node.device, slabSize="auto" if node.autoSlabSize else node.slabSize,
                     mixedPrecision=node.mixedPrecision, createDifference=node.createDifferenceVolume,
-                    adaptSeconds=node.adaptSeconds if node.adaptToScan else 0, strength=node.strength,
+                    adaptSeconds=node.adaptSeconds if node.adaptToScan else 0,
+                    strength="auto" if node.autoStrength else node.strength,
                     onStatus=self.onStatus, onProgress=self.onProgress, onLog=self.onLog, onFinished=self.onFinished)
         except Exception:  # already shown to the user (message, with the traceback under Details)
             return
@@ -411,15 +415,16 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
 
     def startDenoising(self, inputVolume, outputVolume=None, modelPath=None, device="auto", slabSize="auto",
                        mixedPrecision=True, createDifference=False, onStatus=None, onProgress=None, onLog=None,
-                       onFinished=None, adaptSeconds=0, strength=1.0):
+                       onFinished=None, adaptSeconds=0, strength="auto"):
         """Start denoising `inputVolume` in a PythonSlicer process and return at once.
 
         The callbacks are called from the logic's timer: onStatus(text), onProgress(done, total,
         secondsLeft), onLog(line) and, once, onFinished(outputVolume or None, error or None). The output
         node (new when None) is filled only when the whole result is there. With adaptSeconds > 0 the worker
         first adapts a copy of the model to this scan for up to that long (progress then counts thousandths of
-        the budget; the log gets the held-out gain and which model was used). `strength` (0.25-2.0) sets how
-        much to denoise: 1.0 the model's own level, below 1 keeps more texture, above 1 smooths more.
+        the budget; the log gets the held-out gain and which model was used). `strength` sets how much to
+        denoise: "auto" (default) chooses it from the scan's noise texture and logs it; 0.25-2.0 sets it: 1.0
+        the model's own level, below 1 keeps more texture, above 1 smooths more.
 
         Returns:
             The TSCDenoiseLib.mrml.run.NodeDenoiseRun being followed (also `self.lastRun`).
@@ -500,7 +505,7 @@ class TSCDenoiseLogic(ScriptedLoadableModuleLogic):
             standby.stop()
 
     def process(self, inputVolume, outputVolume=None, modelPath=None, device="auto", slabSize="auto",
-                mixedPrecision=True, createDifference=False, waitForCompletion=True, adaptSeconds=0, strength=1.0):
+                mixedPrecision=True, createDifference=False, waitForCompletion=True, adaptSeconds=0, strength="auto"):
         """Denoise from a script: the same worker process as the button.
 
         With waitForCompletion (default) it returns the output node once done (raising the run's error,

@@ -56,6 +56,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return EXIT_OK
     print(f"model: {result['model']} ({result['recipe'] or 'no recipe recorded'})")
+    print(f"strength: {result['strength']:.2f} (auto: {result['strength_reason']})")
     print(f"denoised {result['slices']} slices in {result['seconds']} s ({result['slices_per_second']} slices/s) "
           f"-> {result['output']}")
     print(f"{'vs normal dose':28s} {'low-dose input':>15s} {'denoised':>10s}")
@@ -66,23 +67,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     """Denoise a CT file or DICOM folder into a new file or DICOM folder."""
+    from .core.volume_checks import parse_strength
     from .io.pipeline import denoise_file, output_kind
 
     if args.save_adapted is not None and not args.adapt:
         raise InvalidInputError("--save-adapted needs --adapt: it saves the model adapted to this scan.")
     _check_budget(args.adapt_seconds)
+    strength = parse_strength(args.strength)
     with _progress_bar("denoising", quiet=args.json) as progress, \
             _progress_bar("adapting", quiet=args.json, unit="‰") as adapt_progress:
         done = denoise_file(args.input, args.output, args.model, device=args.device,
                             slab_size=_slab_size(args.slab_size), amp=args.amp, overwrite=args.overwrite,
                             progress=progress, notify=_say, check_hu=args.check_hu,
                             resample=args.resample, adapt=args.adapt, adapt_seconds=args.adapt_seconds,
-                            save_adapted=args.save_adapted, adapt_progress=adapt_progress, strength=args.strength)
+                            save_adapted=args.save_adapted, adapt_progress=adapt_progress,
+                            strength=strength)
     result = {"input": args.input, "output": str(done.output), "format": output_kind(done.output),
               "model": str(done.model), "device": done.device, "slab_size": done.slab_size,
               "slices": done.slices, "read_s": round(done.read_s, 3), "denoise_s": round(done.denoise_s, 3),
               "write_s": round(done.write_s, 3), "slices_per_second": round(done.slices_per_second, 3),
-              "strength": args.strength}
+              "strength": done.strength}
     if done.adaptation is not None:
         result["adaptation"] = done.adaptation.as_metadata()
         result["saved_adapted"] = args.save_adapted
@@ -379,10 +383,11 @@ def _add_denoise(commands) -> None:
     _add_check_hu(denoise)
     denoise.add_argument("--no-amp", dest="amp", action="store_false", help="the exact fp32 path (default: the fastest one: channels-last, plus bf16/fp16 autocast on CUDA and bf16 on CPUs with AMX)")
     denoise.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    denoise.add_argument("--strength", type=float, default=1.0, metavar="S",
-                         help="how much to denoise, 0.25-2.0 (default 1.0, the model's own level): below 1 keeps more "
-                              "texture/noise, above 1 smooths more. Scales the noise level the default model is given; "
-                              "with --adapt it applies to the final pass")
+    denoise.add_argument("--strength", default="auto", metavar="S",
+                         help="how much to denoise: 'auto' (default: chosen from the scan's noise texture, printed) or "
+                              "0.25-2.0 (1.0: the model's own level; below 1 keeps more texture/noise, above 1 smooths "
+                              "more). Scales the noise level the default model is given; with --adapt it applies to "
+                              "the final pass")
     denoise.add_argument("--adapt", action="store_true",
                          help="first fine-tune a copy of the model on this scan (self-supervised, no reference needed); "
                               "a held-out check keeps the original model if the adapted one is not better")

@@ -30,6 +30,7 @@ def run_demo(output: str | Path, model_path: str | Path | None = None, device: s
     from .io import read_ct, write_ct
     from .core.metrics import flat_soft_tissue_mask
     from .core.resources import SAMPLE_NORMAL_DOSE_FILE, sample_path
+    from .noise.strength import choose_strength
 
     sample_ldct, sample_ndct = sample_path(), sample_path(SAMPLE_NORMAL_DOSE_FILE)
     output = check_output(output, overwrite, kind="file")
@@ -38,7 +39,9 @@ def run_demo(output: str | Path, model_path: str | Path | None = None, device: s
     model_path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(model_path, device=device)
     started = time.perf_counter()
-    denoised = denoise_volume(ldct, model, slab_size=slab_size, device=device, progress=progress)
+    choice = choose_strength(ldct, model)  # what denoise_volume's default, "auto", runs at
+    denoised = denoise_volume(ldct, model, slab_size=slab_size, device=device, progress=progress,
+                              strength=choice.strength)
     seconds = time.perf_counter() - started
     write_ct(denoised, geometry, output, overwrite=overwrite)
     flat = flat_soft_tissue_mask(ndct)
@@ -47,6 +50,8 @@ def run_demo(output: str | Path, model_path: str | Path | None = None, device: s
         "output": str(output),
         "model": str(model_path),
         "recipe": model.checkpoint_metadata.get("recipe", ""),
+        "strength": choice.strength,
+        "strength_reason": choice.reason,
         "slices": int(ldct.shape[0]),
         "seconds": round(seconds, 2),
         "slices_per_second": round(ldct.shape[0] / seconds, 2),

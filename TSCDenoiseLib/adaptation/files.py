@@ -21,7 +21,8 @@ def adapt_file(input_path: PathLike, output_path: PathLike, model_path: Optional
 
     The output is checked before any work (not an input, writable; replaced only with `overwrite`) and
     written atomically. When the safeguard keeps the original model, the file still gets written (the
-    original's weights, with metadata saying so), so a script can rely on it.
+    original's weights, with metadata saying so), so a script can rely on it. The copy is trained at the
+    strength "auto" chooses for this scan, the one `denoise_volume` runs it at on the same scan by default.
 
     Returns:
         (the checkpoint's path, the adaptation report).

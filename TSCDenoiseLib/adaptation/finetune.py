@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import DenoiseCancelled
-from .noise_model import ScanNoiseModel
+from ..noise.scan_model import ScanNoiseModel
 from .pairs import Split, make_pair, sample_positions
 from .tensors import masked_mse, network_input, network_target, tissue_weights, window_of
 

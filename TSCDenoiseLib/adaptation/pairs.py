@@ -4,7 +4,7 @@ The scan is split in-plane into tiles; every fourth tile along each row (shifted
 every slice, so no pixel of a held-out tile ever enters training, not even as an adjacent-slice target.
 Training patches are drawn from the remaining area, preferring tissue (air teaches nothing).
 
-Pairs (all in HU, y the scan, m synthetic noise of the scan's own kind from `noise_model`):
+Pairs (all in HU, y the scan, m synthetic noise of the scan's own kind from `noise.scan_model`):
 - ``r2r`` (Recorrupted-to-Recorrupted, Pang et al. 2021; the Noisier2Noise family with its correction
   built into the target): input y + a·m, target y − m/a. The two noises are uncorrelated, so the loss is
   Noise2Noise's: its minimiser is the clean image, with no correction needed at inference;
@@ -24,7 +24,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
-from .noise_model import ScanNoiseModel
+from ..noise.scan_model import ScanNoiseModel
 
 STRATEGIES = ("r2r", "noisier", "adjacent", "sure")
 HELD_OUT_PERIOD = 4

@@ -33,13 +33,15 @@ class AdaptationReport:
     real_noise_standard_error: Optional[float] = None  # of that decrease, HU^2
     noise_std_hu: Optional[float] = None  # the scan's median noise std, as the noise model measured it
     noise_rois: int = 0
+    strength: float = 1.0  # the noise-map strength it was trained and judged at (the final pass's)
     reason: str = ""
     verdict: str = ""  # the safeguard's choice ("adapted" or "original"), even when the caller turned it off
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line: what the held-out criterion gained and which model is used."""
-        head = f"Adaptation ({self.strategy}, {self.steps} steps, {self.seconds:.0f} s of {self.budget_s:.0f} s)"
+        at = f", at strength {self.strength:.2f}" if self.strength != 1.0 else ""
+        head = f"Adaptation ({self.strategy}, {self.steps} steps{at}, {self.seconds:.0f} s of {self.budget_s:.0f} s)"
         if self.original_rmse_hu is None or self.adapted_rmse_hu is None:
             return f"{head}: {self.reason or 'not scored'}; using the original model."
         verdict = "using the adapted model" if self.used == "adapted" else "keeping the original model"

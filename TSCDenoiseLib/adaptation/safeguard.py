@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .noise_model import ScanNoiseModel
+from ..noise.scan_model import ScanNoiseModel
 from .pairs import Split, TISSUE_HU
 from ..core.inference import _denoise_slab
 from .tensors import tissue_weights, window_of

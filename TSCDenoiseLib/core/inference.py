@@ -16,8 +16,9 @@ from .device import autocast_dtype, resolve_device
 from ..errors import DenoiseCancelled, DenoiseOutOfMemory, InvalidVolumeError
 from .intensity import HUWindow
 from .slab_runners import CpuSlabRunner, CudaSlabRunner, torch_dtype_of
-from .volume_checks import validate_ct_volume, validate_model, validate_strength
+from .volume_checks import AUTO_STRENGTH, validate_ct_volume, validate_model, validate_strength
 from ..networks.tscnet import noise_map_strength
+from ..noise.strength import choose_strength
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def denoise_volume(
     cancel: Optional[CancelFn] = None,
     check_hu: bool = True,
     out: Optional[np.ndarray] = None,
-    strength: float = 1.0,
+    strength: Union[str, float] = "auto",
 ) -> np.ndarray:
     """Denoise a CT volume (Z, Y, X) or slice (Y, X) in HU; the input is never modified.
 
@@ -62,9 +63,11 @@ def denoise_volume(
         check_hu: False skips the plausibility checks of the values (not the NaN/shape/type checks).
         out: a writable C-contiguous array of the input's shape and dtype, not sharing memory with it, that
             receives the result instead of a new array (e.g. a view of a Slicer volume's voxels).
-        strength: how much to denoise, 0.25 to 2.0: the noise index a model with a noise-map input sees is
-            multiplied by it (below 1 keeps more texture and noise, above 1 smooths more). 1.0 gives exactly
-            the model's own result; other values need a noise-map model. The model is not changed.
+        strength: how much to denoise. "auto" (default) chooses it from the scan's noise texture
+            (`noise.choose_strength`: sharper noise than in training gets a lower strength; 1.0 for a model
+            without a noise-map input). A number from 0.25 to 2.0 multiplies the noise index a noise-map model
+            sees (below 1 keeps more texture and noise, above 1 smooths more); 1.0 gives exactly the model's
+            own result, and other numbers need a noise-map model. The model is not changed.
 
     Returns:
         The denoised array, of the input's shape and dtype (`out` when given). Values outside the model's HU
@@ -72,8 +75,8 @@ def denoise_volume(
 
     Raises:
         InvalidVolumeError: the array is not a CT in HU (shape, dtype, NaN, implausible values).
-        InvalidInputError: `model` is not a network; `strength` is out of range or not 1.0 for a model
-            without a noise-map input.
+        InvalidInputError: `model` is not a network; `strength` is neither "auto" nor a number in range,
+            or a number other than 1.0 for a model without a noise-map input.
         DeviceError: the device does not exist here.
         DenoiseCancelled: `cancel()` returned True.
         DenoiseOutOfMemory: CUDA ran out of memory even with one slice per pass.
@@ -82,6 +85,8 @@ def denoise_volume(
     strength = validate_strength(strength, model)
     volume = validate_ct_volume(volume_hu, check_hu=check_hu)
     slices = volume[np.newaxis] if volume.ndim == 2 else volume
+    if strength == AUTO_STRENGTH:
+        strength = choose_strength(slices, model).strength
     device = resolve_device(device)
     reduced = autocast_dtype(device, amp)
     channels_last = _use_channels_last(device, amp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -27,27 +27,47 @@ def validate_model(model: Any) -> None:
 
 
 STRENGTH_RANGE = (0.25, 2.0)
+AUTO_STRENGTH = "auto"
 
 
-def validate_strength(strength: Any, model: Any = None) -> float:
-    """`strength` as a float if it is a usable denoising strength (for `model`, when given).
+def validate_strength(strength: Any, model: Any = None) -> Union[float, str]:
+    """`strength` as a float if it is a usable denoising strength (for `model`, when given), or "auto".
 
     Raises:
-        InvalidInputError: not a number in STRENGTH_RANGE, or not 1.0 for a model without a noise-map input.
+        InvalidInputError: neither "auto" nor a number in STRENGTH_RANGE, or a number other than 1.0 for a
+            model without a noise-map input.
     """
+    if isinstance(strength, str) and strength.strip().lower() == AUTO_STRENGTH:
+        return AUTO_STRENGTH  # any model: without a noise-map input, auto is 1.0
     low, high = STRENGTH_RANGE
     if isinstance(strength, bool) or not isinstance(strength, (int, float, np.integer, np.floating)) \
             or not low <= float(strength) <= high:
-        raise InvalidInputError(f"strength must be a number from {low:g} to {high:g} (1.0: the model's own level; "
-                                f"below 1 keeps more texture, above 1 smooths more), got {strength!r}.")
+        raise InvalidInputError(f"strength must be 'auto' (from the scan's noise texture) or a number from {low:g} "
+                                f"to {high:g} (1.0: the model's own level; below 1 keeps more texture, above 1 "
+                                f"smooths more), got {strength!r}.")
     strength = float(strength)
     if strength != 1.0 and model is not None:
         from ..networks.tscnet import has_noise_map
 
         if not has_noise_map(model):
             raise InvalidInputError(f"strength {strength:g} needs a model with a noise-map input, and this model has "
-                                    "no noise-map input; use the default model or leave strength at 1.0.")
+                                    "no noise-map input; use the default model, or strength 'auto' or 1.0.")
     return strength
+
+
+def parse_strength(text: str) -> Union[float, str]:
+    """A command line's strength: "auto" or the number written (its range is checked by `validate_strength`).
+
+    Raises:
+        InvalidInputError: neither "auto" nor a number (one line, as for the other options).
+    """
+    if text.strip().lower() == AUTO_STRENGTH:
+        return AUTO_STRENGTH
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputError(f"--strength must be 'auto' or a number from {STRENGTH_RANGE[0]:g} to "
+                                f"{STRENGTH_RANGE[1]:g}, got {text!r}.") from None
 
 
 def validate_ct_volume(volume: np.ndarray, check_hu: bool = True) -> np.ndarray:

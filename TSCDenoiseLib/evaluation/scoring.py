@@ -199,6 +199,7 @@ def evaluate_models(
     from ..training.data import read_datalist
     from ..errors import InvalidInputError
     from ..core.inference import denoise_volume
+    from ..networks.tscnet import has_noise_map
 
     splits = read_datalist(datalist)
     if split not in splits:
@@ -219,7 +220,8 @@ def evaluate_models(
     for name, path in (models or {}).items():
         model = load_model(path, device=device)
         settings[name] = {"checkpoint": str(path), "network": type(model).__name__,
-                          **{k: v for k, v in model.checkpoint_metadata.items() if isinstance(v, (int, float, str))}}
+                          **{k: v for k, v in model.checkpoint_metadata.items() if isinstance(v, (int, float, str))},
+                          "strength": "auto" if has_noise_map(model) else 1.0}  # denoise_volume's default
         results[name] = _run_method(
             lambda low, spacing: denoise_volume(low, model, slab_size=slab_size, device=device), pairs, rois)
     report = {

@@ -29,6 +29,7 @@ class DenoisedFile:
     denoise_s: float
     write_s: float
     adaptation: Optional[object] = None  # the AdaptationReport when the model was adapted first
+    strength: float = 1.0  # the strength the final pass ran at ("auto" resolved for this scan)
 
     @property
     def slices_per_second(self) -> float:
@@ -57,7 +58,7 @@ def denoise_file(
     adapt_seconds: float = 300.0,
     save_adapted: Optional[PathLike] = None,
     adapt_progress: Optional[Callable[[int, int], None]] = None,
-    strength: float = 1.0,
+    strength: Union[str, float] = "auto",
 ) -> DenoisedFile:
     """Denoise the CT at `input_path` (DICOM folder/file, NIfTI, NRRD, MHA) into `output_path`.
 
@@ -88,16 +89,17 @@ def denoise_file(
         save_adapted: also save the model used (adapted or, if the safeguard kept it, the original) as a
             checkpoint there (checked before any work, written atomically, replaced only with `overwrite`).
         adapt_progress: `adapt_progress(done, total)` during the adaptation (total 1000).
-        strength: how much to denoise (0.25-2.0, see `denoise_volume`); with `adapt`, the adaptation trains
-            at the model's own level and the strength applies to the final denoising pass only.
+        strength: how much to denoise: "auto" (default, from the scan's noise texture) or 0.25-2.0 (see
+            `denoise_volume`); `notify` hears the one chosen. With `adapt`, the copy is trained and judged at
+            this strength (for "auto", chosen on the input scan), the one the final pass runs at.
 
     Returns:
         A DenoisedFile: the output path (the object is usable as a path), the model, device, slab size,
-        the slice count and the seconds spent reading, denoising and writing.
+        the slice count, the seconds spent reading, denoising and writing, and the strength used.
 
     Raises:
         InvalidInputError: a missing or unreadable input, an output that may not be written, values not in HU,
-            a strength out of range or other than 1.0 for a model without a noise-map input.
+            a strength neither "auto" nor in range, or a number other than 1.0 for a model without a noise-map input.
         OutputExistsError: the output exists and `overwrite` is false (a subclass of InvalidInputError).
         CheckpointError: the model file is missing, corrupt or unsafe.
         DeviceError: the device does not exist here.
@@ -108,6 +110,7 @@ def denoise_file(
     from ..core.device import describe_device, precision_label, resolve_device
     from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
     from ..core.volume_checks import validate_strength
+    from ..noise.strength import resolve_strength
     from .volumes import read_ct
 
     if input_path is None or output_path is None:
@@ -128,7 +131,8 @@ def denoise_file(
     target = resolve_device(device)
     model_path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(model_path, device=target)
-    validate_strength(strength, model)  # before the adaptation and the run
+    # before the adaptation and the run; "auto" is chosen on the scan as given, for the model as loaded
+    strength = resolve_strength(strength, volume, model, check_hu=check_hu, notify=say)
     warning = role_warning(model, model_path)
     if warning:
         say(warning)
@@ -138,7 +142,7 @@ def denoise_file(
 
         say(f"adapting the model to this scan for up to {adapt_seconds:g} s")
         model, report = adapt_model(volume, model, geometry.spacing, budget_s=adapt_seconds, progress=adapt_progress,
-                                    device=target)
+                                    device=target, strength=strength)
         say(report.summary())
         if save_adapted is not None:
             saved = save_adapted_model(model, save_adapted, report, source_model=model_path.name,
@@ -156,7 +160,7 @@ def denoise_file(
     started = time.perf_counter()
     write_volume(denoised, geometry, input_path, output_path, overwrite)
     return DenoisedFile(output_path, model_path, str(target), slab, int(volume.shape[0]), read_s, denoise_s,
-                        time.perf_counter() - started, report)
+                        time.perf_counter() - started, report, strength)
 
 
 def output_kind(path: Path) -> str:

@@ -235,7 +235,7 @@ class DenoiseProcess(ChildProcess):
         work_dir: Union[str, os.PathLike, None] = None,
         adapt_seconds: float = 0.0,
         spacing: Optional[Sequence[float]] = None,
-        strength: float = 1.0,
+        strength: Union[str, float] = "auto",
     ) -> None:
         folder = self._make_folder(work_dir)
         self.model_path = model_path

@@ -39,7 +39,7 @@ def denoise_volume_node(
     cancel: Optional[CancelFn] = None,
     check_hu: bool = True,
     notify: Optional[Callable[[str], None]] = None,
-    strength: float = 1.0,
+    strength: Union[str, float] = "auto",
 ) -> Any:
     """Denoise the CT in `input_node` and return the output node; the input node and its voxels stay unchanged.
 
@@ -50,22 +50,27 @@ def denoise_volume_node(
             input node itself is refused.
         model: None (the bundled default weights), a checkpoint path, or a loaded network.
         device, slab_size, amp, progress, cancel, check_hu: as for ``TSCDenoiseLib.denoise_volume``.
-        notify: told (one message) when CUDA runs out of memory and the run falls back to the CPU.
-        strength: how much to denoise, 0.25 to 2.0 (``denoise_volume``'s `strength`; 1.0 the model's own level).
+        notify: told the strength chosen for "auto", and (one message) when CUDA runs out of memory and the
+            run falls back to the CPU.
+        strength: how much to denoise: "auto" (from the scan's noise texture) or 0.25 to 2.0
+            (``denoise_volume``'s `strength`; 1.0 the model's own level).
 
     Returns:
         The output volume node, added to the scene only once its voxels are complete.
 
     Raises:
         InvalidInputError: the input or output node cannot be used (the message says what to select), or the
-            strength cannot be used (out of range, or not 1.0 for a model without a noise-map input).
+            strength cannot be used (neither "auto" nor in range, or a number other than 1.0 for a model without
+            a noise-map input).
         DenoiseCancelled: `cancel()` returned True; no node is added.
     """
     from ..core.inference import denoise_with_cpu_fallback
+    from ..noise.strength import resolve_strength
 
     voxels = volume_voxels(input_node)
     check_output_node(input_node, output_node)
     network = _load(model, device)
+    strength = resolve_strength(strength, voxels, network, check_hu=check_hu, notify=notify)
     image, result = new_image_like(input_node)
     denoise_with_cpu_fallback(voxels, network, slab_size=slab_size, device=device, amp=amp, progress=progress,
                               cancel=cancel, check_hu=check_hu, out=result, notify=notify, strength=strength)

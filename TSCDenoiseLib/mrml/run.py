@@ -40,7 +40,7 @@ class NodeDenoiseRun:
         amp: bool = True,
         create_difference: bool = False,
         adapt_seconds: float = 0.0,
-        strength: float = 1.0,
+        strength: Union[str, float] = "auto",
         python_executable: Union[str, Sequence[str], None] = None,
         work_dir: Union[str, "os.PathLike[str]", None] = None,
         launch: Optional[LaunchFn] = None,

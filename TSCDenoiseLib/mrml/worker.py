@@ -24,7 +24,9 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from ..core.volume_checks import parse_strength
 
 EVENT_PREFIX = "TSCDENOISE "
 # The standby's folder: the parent creates CLAIM_FILE (exclusively) to take the standby for a job, then writes
@@ -50,14 +52,16 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import EXIT_OK
     from ..core.device import describe_device, resolve_device
     from ..core.inference import denoise_with_cpu_fallback, resolve_slab_size
-    from ..core.volume_checks import validate_strength
+    from ..noise.strength import resolve_strength
 
     volume = np.load(args.input, mmap_mode="r", allow_pickle=False)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    validate_strength(args.strength, model)  # before any adaptation; the strength applies to the final pass only
+    # before any adaptation, which trains at it; "auto" is chosen on the scan as given
+    strength = resolve_strength(args.strength, volume, model, check_hu=args.check_hu,
+                                notify=lambda message: emit("notice", message=message))
     if args.adapt_seconds > 0:
-        model = _adapt(volume, model, args, device)
+        model = _adapt(volume, model, args, device, strength)
     shape = volume.shape if volume.ndim == 3 else (1,) + volume.shape  # a 2D slice is one slice
     slices = int(shape[0])
     slab = resolve_slab_size(args.slab_size, shape, device, model, args.amp)
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         result = np.lib.format.open_memmap(tmp, mode="w+", dtype=volume.dtype, shape=volume.shape)
         denoise_with_cpu_fallback(
             volume, model, device=device, slab_size=slab, amp=args.amp, check_hu=args.check_hu, out=result,
-            strength=args.strength,
+            strength=strength,
             progress=lambda done, total: emit("progress", done=done, total=total),
             notify=lambda message: emit("notice", message=message),
         )
@@ -78,12 +82,13 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _adapt(volume, model, args: argparse.Namespace, device):
+def _adapt(volume, model, args: argparse.Namespace, device, strength: float):
     """The model adapted to this volume (or the original, if the safeguard keeps it), with events."""
     from ..adaptation import adapt_model
 
     emit("adapting", budget_s=args.adapt_seconds)
     model, report = adapt_model(volume, model, args.spacing, budget_s=args.adapt_seconds, device=device,
+                                strength=strength,  # trained and judged at the final pass's strength
                                 progress=lambda done, total: emit("progress", done=done, total=total, phase="adapt"))
     emit("adapted", summary=report.summary(), used=report.used, gain_db=report.gain_db, seconds=round(report.seconds, 1))
     return model
@@ -220,11 +225,11 @@ def worker_arguments(
     check_hu: bool = True,
     adapt_seconds: float = 0.0,
     spacing: Optional[Sequence[float]] = None,
-    strength: float = 1.0,
+    strength: Union[str, float] = "auto",
 ) -> List[str]:
     """The command-line arguments of one job (after ``python -m TSCDenoiseLib.mrml.worker``).
 
-    `strength` (how much to denoise, see `denoise_volume`) is written only when it is not 1.0.
+    `strength` (how much to denoise, see `denoise_volume`) is written only when it is not "auto".
 
     Returns:
         The arguments, as a fresh worker's command line and a standby's job file both carry them.
@@ -239,7 +244,7 @@ def worker_arguments(
     if adapt_seconds and adapt_seconds > 0:
         arguments += ["--adapt-seconds", repr(float(adapt_seconds))]
         arguments += ["--spacing"] + [repr(float(v)) for v in (spacing or (1.0, 1.0, 1.0))]
-    if float(strength) != 1.0:
+    if strength != "auto":
         arguments += ["--strength", repr(float(strength))]
     return arguments
 
@@ -261,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first adapt the model to this volume for up to N seconds (0: no adaptation)")
     parser.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"),
                         help="voxel spacing in mm (for the adaptation)")
-    parser.add_argument("--strength", type=float, default=1.0,
-                        help="how much to denoise, 0.25-2.0 (below 1 keeps more texture/noise, above 1 smooths more)")
+    parser.add_argument("--strength", type=parse_strength, default="auto",
+                        help="how much to denoise: auto (from the scan's noise texture) or 0.25-2.0 (below 1 keeps "
+                             "more texture/noise, above 1 smooths more)")
     parser.add_argument("--standby", metavar="FOLDER",
                         help="start without a job: preload, then run the one job the parent puts in FOLDER")
     parser.add_argument("--idle-seconds", type=float, default=600.0,

@@ -89,9 +89,14 @@ def top_cmake() -> str:
 # --- (a) every file of the Slicer path is listed, and nothing else ------------------------------------------
 
 # What the Slicer module imports: the top level and these subpackages (numpy, torch, SimpleITK, pydicom only).
-SLICER_SUBPACKAGES = ("networks", "core", "io", "mrml", "adaptation")
+SLICER_SUBPACKAGES = ("networks", "core", "io", "mrml", "adaptation", "noise")
 # Training and evaluation need MONAI, astra-toolbox, scipy or matplotlib: the extension does not ship them.
 NOT_SHIPPED = ("training", "evaluation")
+
+
+def test_every_subpackage_is_either_on_the_slicer_path_or_not_shipped():
+    subpackages = {p.parent.name for p in LIB_DIR.glob("*/__init__.py")}
+    assert subpackages - set(SLICER_SUBPACKAGES) - set(NOT_SHIPPED) == set(), "a new subpackage must be placed"
 
 
 def slicer_path_files() -> set:

@@ -31,6 +31,7 @@ EXPECTED_WIDGETS = {
     "sideBySideButton": "QPushButton",
     "slabSizeSpinBox": "QSpinBox",
     "statusLabel": "QLabel",
+    "strengthSlider": "ctkSliderWidget",
 }
 # Parameters the widget keeps in sync by hand (not bound with SlicerParameterName), and their widget:
 # modelPath is a str ("" by default: a pathlib.Path field would show "." in the file field), and the
@@ -251,6 +252,10 @@ def test_the_strength_slider_is_bound_to_the_parameter_and_reaches_the_run(modul
     _, widgets = ui_widgets
     fields = {name: (annotation, default) for name, annotation, default in _parameters(module_tree)}
     assert fields["strength"] == ("Annotated[float, WithinRange(0.25, 2.0)]", "1.0")
+    assert fields["autoStrength"] == ("bool", "True")  # automatic by default, as in the library and the CLI
+    automatic = widgets["autoStrengthCheckBox"]
+    assert automatic.get("class") == "QCheckBox" and _property(automatic, "SlicerParameterName") == "autoStrength"
+    assert _property(automatic, "checked") == "true"
     slider = widgets["strengthSlider"]
     assert slider.get("class") == "ctkSliderWidget" and _property(slider, "SlicerParameterName") == "strength"
     assert (float(_property(slider, "minimum")), float(_property(slider, "maximum"))) == STRENGTH_RANGE
@@ -261,7 +266,12 @@ def test_the_strength_slider_is_bound_to_the_parameter_and_reaches_the_run(modul
     widget = {f.name: f for f in _class(module_tree, "TSCDenoiseWidget").body if isinstance(f, ast.FunctionDef)}
     calls = [n for n in ast.walk(widget["onApplyButton"]) if isinstance(n, ast.Call)
              and getattr(n.func, "attr", None) == "startDenoising"]
-    assert len(calls) == 1 and {k.arg: ast.unparse(k.value) for k in calls[0].keywords}["strength"] == "node.strength"
+    assert len(calls) == 1 and {k.arg: ast.unparse(k.value) for k in calls[0].keywords}["strength"] == \
+        "'auto' if node.autoStrength else node.strength"
+    # the slider is greyed out while Automatic is on
+    enabled = [ast.unparse(n.value) for n in ast.walk(widget["updateGui"]) if isinstance(n, ast.Assign)
+               and ast.unparse(n.targets[0]) == "self.ui.strengthSlider.enabled"]
+    assert enabled == ["bool(node) and (not node.autoStrength) and (not running)"]
     logic = {f.name: f for f in _class(module_tree, "TSCDenoiseLogic").body if isinstance(f, ast.FunctionDef)}
     runs = [n for n in ast.walk(logic["startDenoising"]) if isinstance(n, ast.Call)
             and getattr(n.func, "id", None) == "NodeDenoiseRun"]
@@ -269,3 +279,7 @@ def test_the_strength_slider_is_bound_to_the_parameter_and_reaches_the_run(modul
     process = [n for n in ast.walk(logic["process"]) if isinstance(n, ast.Call)
                and getattr(n.func, "attr", None) == "startDenoising"]
     assert {k.arg: ast.unparse(k.value) for k in process[0].keywords}["strength"] == "strength"
+    for method in ("startDenoising", "process"):  # a script that names no strength gets the panel's default
+        arguments = logic[method].args
+        defaults = dict(zip([a.arg for a in arguments.args][-len(arguments.defaults):], arguments.defaults))
+        assert ast.literal_eval(defaults["strength"]) == "auto"

@@ -30,6 +30,7 @@ def test_demo_denoises_the_sample_and_refuses_to_overwrite(tmp_path, tiny_net, c
     assert denoised.shape == (result["slices"], 256, 256)
     assert set(result["denoised"]) == set(result["low_dose_input"])
     assert result["low_dose_input"]["noise_std_hu_flat_tissue"] > 5.0
+    assert result["strength"] == 1.0 and result["strength_reason"] == "the model has no noise-map input"
     written = out.read_bytes()
     assert main(["demo", "--model", str(model), "--out", str(out)]) == EXIT_USAGE
     assert "exists" in capsys.readouterr().err
@@ -258,24 +259,30 @@ def test_denoise_strength_reaches_the_output(tmp_path, sample_ldct, capsys):
     from TSCDenoiseLib.core.checkpoint import load_model
     from TSCDenoiseLib.core.inference import denoise_volume
     from TSCDenoiseLib.io import read_ct
+    from TSCDenoiseLib.noise import choose_strength
 
     small = _small_sample(tmp_path, sample_ldct)
     volume, _ = read_ct(small)
+    model = load_model(device="cpu")
+    automatic = choose_strength(volume, model).strength
     outputs = {}
-    for strength in (None, "0.5"):
+    for strength in (None, "0.5", "auto"):
         out = tmp_path / f"out-{strength}.nii.gz"
         extra = ["--strength", strength] if strength else []
         assert main(["denoise", str(small), str(out), "--device", "cpu", "--json", *extra]) == EXIT_OK
-        assert json.loads(capsys.readouterr().out)["strength"] == float(strength or 1.0)
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["strength"] == (0.5 if strength == "0.5" else automatic)
+        assert ("strength auto:" in captured.err) == (strength != "0.5")  # the chosen strength is said
         outputs[strength], _ = read_ct(out)
-    assert not np.array_equal(outputs["0.5"], outputs[None])
-    np.testing.assert_array_equal(outputs["0.5"], denoise_volume(volume, load_model(device="cpu"), device="cpu",
-                                                                strength=0.5))
+    assert np.array_equal(outputs[None], outputs["auto"]) and not np.array_equal(outputs["0.5"], outputs[None])
+    np.testing.assert_array_equal(outputs["0.5"], denoise_volume(volume, model, device="cpu", strength=0.5))
+    np.testing.assert_array_equal(outputs[None], denoise_volume(volume, model, device="cpu"))
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    (["--strength", "3"], "strength must be a number from 0.25 to 2"),
-    (["--strength", "0.5", "--model", "TINY"], "no noise-map input; use the default model or leave strength at 1.0"),
+    (["--strength", "3"], "strength must be 'auto' (from the scan's noise texture) or a number from 0.25 to 2"),
+    (["--strength", "0.5", "--model", "TINY"], "no noise-map input; use the default model, or strength 'auto' or 1.0"),
+    (["--strength", "soft"], "--strength must be 'auto' or a number from 0.25 to 2, got 'soft'."),
 ])
 def test_denoise_refuses_a_strength_it_cannot_use_with_one_line(tmp_path, tiny_checkpoint, sample_ldct, capsys,
                                                                 extra, fragment):
@@ -290,3 +297,4 @@ def test_denoise_help_explains_the_strength(capsys):
     assert main(["denoise", "--help"]) == EXIT_OK
     text = " ".join(capsys.readouterr().out.split())
     assert "--strength S" in text and "below 1 keeps more texture/noise, above 1 smooths more" in text
+    assert "'auto' (default: chosen from the scan's noise texture, printed)" in text

@@ -258,6 +258,16 @@ def test_noise_conditioned_teacher_and_student_warm_start_from_plain_checkpoints
         with torch.no_grad():
             assert torch.allclose(after(slices), before(slices), atol=1e-6)
     assert read_checkpoint(tmp_path / "nm" / "teacher.pt")["metadata"]["teacher_init"] == "teacher.pt"
+    # the noise-map student records the k of its training pairs, which "auto" scales new scans by
+    from TSCDenoiseLib.noise.strength import METADATA_KEY, measure_index_per_std, model_index_per_std
+    from TSCDenoiseLib.training.data import read_datalist
+
+    expected = measure_index_per_std(read_datalist(BUNDLE.parent / "Resources" / "SampleData" / "datalist.json")["training"])
+    assert 0.2 < expected < 1.5
+    assert read_checkpoint(tmp_path / "nm" / "model.pt")["metadata"][METADATA_KEY] == expected
+    assert model_index_per_std(load_model(tmp_path / "nm" / "model.pt", device="cpu")) == expected
+    for plain_or_teacher in (plain["student"], plain["teacher"], tmp_path / "nm" / "teacher.pt"):
+        assert METADATA_KEY not in read_checkpoint(plain_or_teacher)["metadata"]
 
 
 def test_pairs_with_different_records_batch_together(tmp_path):

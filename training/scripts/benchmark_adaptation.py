@@ -40,14 +40,18 @@ import benchmark_unseen_ct as unseen  # noqa: E402
 from TSCDenoiseLib.adaptation import adapt_model  # noqa: E402
 from TSCDenoiseLib.adaptation.adapt import THIN_SLICE_MM, _checked  # noqa: E402
 from TSCDenoiseLib.adaptation.finetune import TrainSettings  # noqa: E402
-from TSCDenoiseLib.adaptation.noise_model import estimate_noise_model  # noqa: E402
+from TSCDenoiseLib.noise.scan_model import estimate_noise_model  # noqa: E402
 from TSCDenoiseLib.adaptation.pairs import make_split  # noqa: E402
 from TSCDenoiseLib.core.checkpoint import load_model  # noqa: E402
 from TSCDenoiseLib.core.inference import denoise_volume  # noqa: E402
+from TSCDenoiseLib.noise import choose_strength  # noqa: E402
 from TSCDenoiseLib.io import read_ct  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
+
+AUTO_SUFFIX = "at auto strength"  # rows whose final pass ran at the strength "auto" chose for the scan
+AUTO_DEFAULT = f"default model {AUTO_SUFFIX}"
 
 def cranium_slab() -> dict:
     volume, geometry = read_ct(REPO / "Resources" / "SampleData" / "cranium" / "ndct_test.nii.gz")
@@ -97,7 +101,7 @@ def judge(safeguard: types.ModuleType, low: np.ndarray, model, adapted, spacing,
 
 
 def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool, steps_from: dict | None = None,
-             before: types.ModuleType | None = None, before_name: str = "") -> dict:
+             before: types.ModuleType | None = None, before_name: str = "", train_at_auto: bool = False) -> dict:
     low = unseen.simulate(case, dose)
     rows = {"LDCT input": unseen.figures(low, case)}
     cache = unseen.DATA / "eval" / "cache" / f"{case['name']}@{dose}.npz"
@@ -105,8 +109,11 @@ def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bo
         image, _ = unseen.bm3d_tuned(low, case["ndct"], cache)
         rows["BM3D (tuned)"] = unseen.figures(image, case)
     started = time.perf_counter()
-    default = denoise_volume(low, model, device="cpu")
+    default = denoise_volume(low, model, device="cpu", strength=1.0)
     rows["default model"] = dict(unseen.figures(default, case), seconds=round(time.perf_counter() - started, 1))
+    automatic = choose_strength(low, model).strength  # the final pass's strength when the user leaves it at auto
+    rows[AUTO_DEFAULT] = dict(unseen.figures(denoise_volume(low, model, device="cpu", strength=automatic), case),
+                              strength=automatic)
     for strategy in strategies:
         if strategy == "adjacent" and (low.shape[0] < 3 or case["spacing"][2] > THIN_SLICE_MM):
             continue
@@ -118,10 +125,15 @@ def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bo
             steps = int(earlier["steps"])
         started = time.perf_counter()
         adapted, report = adapt_model(low, model, case["spacing"], budget_s=budget if steps is None else 1e6, seed=0,
-                                      strategy=strategy, steps=steps, device="cpu", safeguard=False)
-        image = denoise_volume(low, adapted, device="cpu")
+                                      strategy=strategy, steps=steps, device="cpu", safeguard=False,
+                                      strength=automatic if train_at_auto else 1.0)
+        image = denoise_volume(low, adapted, device="cpu", strength=1.0)
         seconds = time.perf_counter() - started
         candidate = unseen.figures(image, case)
+        at_auto = unseen.figures(denoise_volume(low, adapted, device="cpu", strength=automatic), case)
+        rows[f"{strategy} candidate {AUTO_SUFFIX}"] = dict(at_auto, strength=automatic)
+        rows[f"{strategy} returned {AUTO_SUFFIX}"] = dict(at_auto if report.verdict == "adapted" else rows[AUTO_DEFAULT],
+                                                          verdict=report.verdict, trained_at=report.strength)
         rows[f"{strategy} candidate"] = dict(candidate, seconds=round(seconds, 1), steps=report.steps,
                                              verdict=report.verdict, estimated_gain_db=round(report.gain_db or 0.0, 3),
                                              noise_std_hu=round(report.noise_std_hu or 0.0, 1),
@@ -145,7 +157,8 @@ def markdown(results: dict) -> str:
                          f"{f.get('texture_frequency_ratio') or float('nan'):.2f} | "
                          f"{f.get('high_pass_std_ratio') or float('nan'):.2f} | {f.get('seconds', '')} | "
                          f"{f.get('steps', '')} | {f.get('verdict', '')} | {f.get('estimated_gain_db', '')} |")
-    methods = sorted({m for rows in results.values() for m in rows if m.endswith(("candidate", "returned"))})
+    methods = sorted({m for rows in results.values() for m in rows
+                      if m.endswith(("candidate", "returned", AUTO_SUFFIX)) and m != "LDCT input"})
     lines += ["", "PSNR change against the default model (dB, [-160, 240] HU):", "",
               "| case | dose | default vs BM3D | " + " | ".join(methods) + " |",
               "| --- | ---: | ---: |" + " ---: |" * len(methods)]
@@ -174,6 +187,9 @@ def main() -> int:
     parser.add_argument("--steps-from", type=Path, help="an earlier report: train each of its rows for its step count "
                                                          "(only those rows)")
     parser.add_argument("--before", metavar="REV", help="also judge each copy with safeguard.py at this git revision")
+    parser.add_argument("--train-at-auto", action="store_true",
+                        help="train and judge each copy at the strength auto chooses for the scan (the product's "
+                             "final pass) instead of 1.0")
     args = parser.parse_args()
     torch.set_num_threads(1)
     unseen.DATA = args.data
@@ -186,6 +202,7 @@ def main() -> int:
         cases = [c for c in cases if c["name"] in args.cases]
     results: dict = {}
     report = {"model": str(args.model.name), "budget_s": args.budget, "threads": 1, "doses": args.doses,
+              "trained_at": "auto" if args.train_at_auto else 1.0,
               "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
     if steps_from is not None:  # the budget did not decide the steps; an earlier report did
         report.update(steps_from=args.steps_from.name, safeguard_before=args.before)
@@ -196,7 +213,7 @@ def main() -> int:
             if steps_from is not None and key not in steps_from:
                 continue
             results[key] = rows_for(case, dose, model, args.strategies, args.budget, args.bm3d, steps_from, before,
-                                    args.before or "")
+                                    args.before or "", args.train_at_auto)
             print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
             (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
             (args.out / f"{args.name}.md").write_text(markdown(results))

@@ -33,6 +33,7 @@ import numpy as np
 
 from TSCDenoiseLib.core.checkpoint import load_model
 from TSCDenoiseLib.core.inference import denoise_volume
+from TSCDenoiseLib.core.volume_checks import parse_strength
 from TSCDenoiseLib.core.metrics import SOFT_TISSUE_WINDOW, flat_soft_tissue_mask, psnr, ssim
 from TSCDenoiseLib.evaluation.baselines import anisotropic_diffusion
 from TSCDenoiseLib.evaluation.scoring import roi_spectrum, score, texture_rois
@@ -206,11 +207,12 @@ def markdown(results: dict, methods: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, doses, results: dict, settings: dict, seconds: dict, fbp_filter: str) -> None:
+def write_report(out: Path, doses, results: dict, settings: dict, seconds: dict, fbp_filter: str,
+                 strength: str = "auto") -> None:
     methods = list(next(iter(results.values())))
     out.mkdir(parents=True, exist_ok=True)
     report = {"doses": doses, "noise_model": {k: str(v) for k, v in {**EVAL_NOISE, "fbp_filter": fbp_filter}.items()},
-              "results": results,
+              "strength": strength, "results": results,
               "tuned_settings": settings, "seconds": seconds}
     (out / "benchmark.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "benchmark.md").write_text(markdown(results, methods))
@@ -226,7 +228,11 @@ def main() -> int:
     parser.add_argument("--fbp-filter", default=EVAL_NOISE["fbp_filter"],
                         help="reconstruction filter of the evaluation noise (training: ram-lak ... hann; "
                              "'blackman' is smoother than any of them)")
+    parser.add_argument("--strength", default="auto",
+                        help="the models' strength: auto (the product's default since bundle 0.4.1) or a number; "
+                             "the reports made before 0.4.1 ran at 1.0")
     args = parser.parse_args()
+    strength = parse_strength(args.strength)
     models = {path.stem: load_model(path, device="cpu") for path in args.models}
     results, settings, seconds = {}, {}, {}
     loaded = cases()
@@ -246,11 +252,12 @@ def main() -> int:
                     rows["anisotropic diffusion (tuned)"] = figures(image, case)
             for label, model in models.items():
                 started = time.perf_counter()
-                rows[label] = figures(denoise_volume(low, model, device="cpu"), case)
+                rows[label] = figures(denoise_volume(low, model, device="cpu", strength=strength), case)
                 seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - started
             results[key] = rows
             print(key, {m: r["psnr_db"] for m, r in rows.items()}, flush=True)
-            write_report(args.out, args.doses, results, settings, seconds, args.fbp_filter)  # after each case: partial runs count
+            write_report(args.out, args.doses, results, settings, seconds, args.fbp_filter,  # after each case: partial
+                         str(strength))  # runs count
     print(markdown(results, list(next(iter(results.values())))))
     return 0
 

@@ -26,7 +26,7 @@ from TSCDenoiseLib.adaptation import adapt_model  # noqa: E402
 from TSCDenoiseLib.adaptation import safeguard  # noqa: E402
 from TSCDenoiseLib.adaptation.adapt import _checked  # noqa: E402
 from TSCDenoiseLib.adaptation.finetune import TrainSettings  # noqa: E402
-from TSCDenoiseLib.adaptation.noise_model import estimate_noise_model  # noqa: E402
+from TSCDenoiseLib.noise.scan_model import estimate_noise_model  # noqa: E402
 from TSCDenoiseLib.adaptation.pairs import make_split  # noqa: E402
 from TSCDenoiseLib.core.checkpoint import load_model  # noqa: E402
 

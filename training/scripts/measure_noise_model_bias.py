@@ -1,4 +1,4 @@
-"""How far the adaptation's noise model (`adaptation.noise_model`) is from the true noise, on training pairs.
+"""How far the adaptation's noise model (`noise.scan_model`) is from the true noise, on training pairs.
 
     python training/scripts/measure_noise_model_bias.py [--data training/data/wide]
         [--out training/docs/adaptation] [--name noise-model-bias]
@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from TSCDenoiseLib.adaptation import safeguard  # noqa: E402
-from TSCDenoiseLib.adaptation.noise_model import TILE, estimate_noise_model  # noqa: E402
+from TSCDenoiseLib.noise.scan_model import TILE, estimate_noise_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SOFT_TISSUE_HU = (-150.0, 150.0)

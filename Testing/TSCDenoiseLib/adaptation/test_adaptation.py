@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from TSCDenoiseLib.adaptation import TrainSettings, adapt_model, save_adapted_model
-from TSCDenoiseLib.adaptation.noise_model import estimate_noise_model
+from TSCDenoiseLib.noise.scan_model import estimate_noise_model
 from TSCDenoiseLib.core.checkpoint import load_model
 from TSCDenoiseLib.core.inference import denoise_volume
 from TSCDenoiseLib.errors import DenoiseCancelled, InvalidInputError
@@ -253,3 +253,21 @@ def test_the_reported_gain_is_bounded_by_the_risk_estimates_uncertainty():
     assert verdict.gain_db == pytest.approx(10 * math.log10(3000.0 / (SIGNIFICANCE * 50.0)))
     precise = Verdict(True, original_risk=3000.0, adapted_risk=1500.0, standard_error=10.0)
     assert precise.gain_db == pytest.approx(10 * math.log10(2.0))
+
+
+def test_the_copy_is_trained_and_judged_at_the_strength_of_the_final_pass(slab, tiny_noise_map_net, tiny_net):
+    from TSCDenoiseLib.noise import choose_strength
+
+    _, noisy = slab
+    run = dict(budget_s=60, steps=4, settings=FAST, device="cpu", safeguard=False)
+    at_06, report = adapt_model(noisy, tiny_noise_map_net, SPACING, strength=0.6, **run)
+    at_1, _ = adapt_model(noisy, tiny_noise_map_net, SPACING, **run)
+    assert report.strength == 0.6 and report.as_metadata()["strength"] == 0.6
+    # the noise map it learnt from differs, so the copy does; both are returned at their own level
+    assert not _same(_weights(at_06), _weights(at_1))
+    for model in (at_06, at_1, tiny_noise_map_net):
+        assert getattr(model, "noise_map_strength", 1.0) == 1.0
+    _, automatic = adapt_model(noisy, tiny_noise_map_net, SPACING, strength="auto", **run)
+    assert automatic.strength == choose_strength(noisy, tiny_noise_map_net).strength != 1.0
+    with pytest.raises(InvalidInputError, match="no noise-map input"):
+        adapt_model(noisy, tiny_net, SPACING, strength=0.6, **run)

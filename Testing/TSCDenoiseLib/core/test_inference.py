@@ -320,30 +320,31 @@ def test_strength_is_applied_during_the_run_and_undone_after_it_even_when_it_rai
 
     state = {k: v.clone() for k, v in default_model.state_dict().items()}
     seen = []
+    volume = _ct((3, 24, 24))
+    own_level = denoise_volume(volume, default_model, device="cpu", amp=amp, strength=1.0)
 
     def runner():  # amp=False on the CPU runs the caller's model itself; amp=True its cached channels-last copy
         return inference._CHANNELS_LAST_COPIES[default_model][1] if amp else default_model
 
-    volume = _ct((3, 24, 24))
     with pytest.raises(DenoiseCancelled):
         denoise_volume(volume, default_model, device="cpu", amp=amp, slab_size=1, strength=0.5,
                        progress=lambda done, total: seen.append(runner().noise_map_strength), cancel=lambda: bool(seen))
     assert seen == [0.5]
     assert runner().noise_map_strength == 1.0 and default_model.noise_map_strength == 1.0
     assert all(torch.equal(v, state[k]) for k, v in default_model.state_dict().items())
-    np.testing.assert_array_equal(denoise_volume(volume, default_model, device="cpu", amp=amp),
-                                  denoise_volume(volume, default_model, device="cpu", amp=amp, strength=1.0))
+    np.testing.assert_array_equal(denoise_volume(volume, default_model, device="cpu", amp=amp, strength=1.0), own_level)
 
 
 @pytest.mark.parametrize("strength", [0.2, 2.5, float("nan"), float("inf"), "1", True, None])
 def test_a_strength_out_of_range_is_one_clear_error(default_model, strength):
-    with pytest.raises(InvalidInputError, match=r"strength must be a number from 0.25 to 2"):
+    with pytest.raises(InvalidInputError, match=r"strength must be 'auto' \(from the scan's noise texture\) or a number "
+                                                r"from 0.25 to 2"):
         denoise_volume(_ct((1, 16, 16)), default_model, device="cpu", strength=strength)
 
 
 def test_strength_other_than_one_needs_a_noise_map_model(tiny_net):
     volume = _ct((2, 16, 16))
-    with pytest.raises(InvalidInputError, match="no noise-map input; use the default model or leave strength at 1.0"):
+    with pytest.raises(InvalidInputError, match="no noise-map input; use the default model, or strength 'auto' or 1.0"):
         denoise_volume(volume, tiny_net, device="cpu", strength=0.8)
     np.testing.assert_array_equal(denoise_volume(volume, tiny_net, device="cpu", strength=1.0),
                                   denoise_volume(volume, tiny_net, device="cpu"))

@@ -431,9 +431,12 @@ def test_the_worker_needs_input_and_output_unless_it_is_a_standby(tmp_path):
 from TSCDenoiseLib.mrml.worker import build_parser, worker_arguments  # noqa: E402
 
 
-def test_worker_arguments_carry_the_strength_only_when_it_is_not_one(tmp_path):
+def test_worker_arguments_carry_the_strength_only_when_it_is_not_auto(tmp_path):
     plain = worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu")
-    assert "--strength" not in plain and build_parser().parse_args(plain).strength == 1.0
+    assert "--strength" not in plain and build_parser().parse_args(plain).strength == "auto"
+    assert build_parser().parse_args(plain + ["--strength", "AUTO"]).strength == "auto"
+    one = worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu", strength=1.0)
+    assert one[one.index("--strength") + 1] == "1.0" and build_parser().parse_args(one).strength == 1.0
     arguments = worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu", strength=0.55)
     assert arguments[arguments.index("--strength") + 1] == "0.55" and build_parser().parse_args(arguments).strength == 0.55
 
@@ -460,7 +463,7 @@ def test_fresh_and_standby_workers_denoise_with_the_strength(tiny_noise_map_net,
 
 def test_a_strength_the_model_cannot_use_is_the_engines_clear_message(checkpoint, tmp_path):
     process = DenoiseProcess(_ct((2, 16, 16)), checkpoint, device="cpu", work_dir=tmp_path, strength=0.5).start()
-    with pytest.raises(InvalidInputError, match="no noise-map input; use the default model or leave strength at 1.0"):
+    with pytest.raises(InvalidInputError, match="no noise-map input; use the default model, or strength 'auto' or 1.0"):
         process.result()
     assert process.wait() == 2
     assert not process.output_path.exists()

@@ -473,3 +473,25 @@ def test_a_run_with_a_strength_gives_the_engines_result_at_that_strength(scene, 
     assert len(finished) == 1 and finished[0][1] is None
     np.testing.assert_array_equal(arrayFromVolume(run.output_node),
                                   denoise_volume(before, tiny_noise_map_net, device="cpu", slab_size=2, strength=1.5))
+
+
+def test_the_automatic_strength_is_chosen_on_the_scan_said_in_the_log_and_used(scene, tiny_noise_map_net, tmp_path):
+    from TSCDenoiseLib.noise import choose_strength
+    from TSCDenoiseLib.training.phantom import make_phantom
+
+    checkpoint = save_model(tiny_noise_map_net, tmp_path / "noise_map.pt")
+    clean = make_phantom((2, 96, 96), kind="torso", spacing=(1.0, 1.0, 2.0), seed=1)
+    noisy = (clean + np.random.default_rng(0).normal(0.0, 30.0, clean.shape)).astype(np.float32)
+    choice = choose_strength(noisy, tiny_noise_map_net)
+    assert choice.index_to_std is not None and choice.strength != 1.0  # measured on the phantom's soft tissue
+    source = _volume_node(scene, voxels=noisy)
+    logs, heard = [], []
+    run = NodeDenoiseRun(source, model_path=checkpoint, device="cpu", slab_size=2, work_dir=tmp_path,
+                         on_log=logs.append).start()  # the worker process, strength left at its default
+    _drive(run)
+    assert choice.describe() in " ".join(logs)
+    expected = denoise_volume(noisy, tiny_noise_map_net, device="cpu", slab_size=2, strength=choice.strength)
+    np.testing.assert_array_equal(arrayFromVolume(run.output_node), expected)
+    in_process = denoise_volume_node(source, model=tiny_noise_map_net, device="cpu", notify=heard.append)
+    np.testing.assert_array_equal(arrayFromVolume(in_process), expected)
+    assert heard == [choice.describe()]

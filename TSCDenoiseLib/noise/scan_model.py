@@ -22,7 +22,7 @@ or Noisier2Noise pair needs (noise of the kind already in the scan).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
@@ -73,6 +73,48 @@ class ScanNoiseModel:
         return correlated * self.local_std(z, y0, x0, size)
 
 
+@dataclass
+class NoiseTexture:
+    """The grain of a scan's noise: a kernel that makes it from white noise, and its std per unit index."""
+
+    kernel: torch.Tensor  # (1, 1, K, K), output of unit variance for unit white noise
+    index_to_std: float  # noise std / Immerkaer noise index for noise of this texture
+    rois_used: int  # flat tissue ROIs the NPS came from; below MIN_ROIS the texture is the white fallback
+
+    @property
+    def measured(self) -> bool:
+        """True when the texture comes from the scan's own flat tissue, not the white-noise fallback."""
+        return self.rois_used >= MIN_ROIS
+
+
+def estimate_noise_texture(volume_hu: np.ndarray, spacing_yx: Sequence[float] = (1.0, 1.0)) -> NoiseTexture:
+    """Estimate the texture of this scan's noise from the NPS of its flattest soft-tissue ROIs.
+
+    Args:
+        volume_hu: the scan (Z, Y, X) in HU (any real dtype; not modified; at most MAX_ROI_SLICES slices,
+            spread over the volume, are read).
+        spacing_yx: pixel spacing (row, column) in mm (scales the NPS only; the kernel does not depend on it).
+
+    Returns:
+        The texture. Where no flat tissue is found (e.g. a phantom of air and bone), it falls back to white
+        noise, whose std per unit index is 1 (`measured` is then False).
+    """
+    depth, rows, cols = volume_hu.shape
+    picks = np.unique(np.linspace(0, depth - 1, min(depth, MAX_ROI_SLICES)).round().astype(int))
+    sample = np.asarray(volume_hu[picks], dtype=np.float64)
+    size = ROI_SIZE if min(rows, cols) >= 8 * ROI_SIZE else ROI_SIZE // 2  # small images: smaller ROIs
+    # the band must scale with the noise: at 10 % dose a flat ROI of liver spans +-300 HU
+    reach = ROI_NOISE_REACH * float(estimate_noise_level(torch.from_numpy(sample).float()[:, None],
+                                                         band=INDEX_BAND_HU).median())
+    rois = find_flat_tissue_rois(sample, size=size, count=ROI_COUNT, low=TISSUE_HU[0] - reach,
+                                 high=TISSUE_HU[1] + reach, max_std=np.inf)
+    if len(rois) < MIN_ROIS:
+        return NoiseTexture(kernel=torch.ones((1, 1, 1, 1)), index_to_std=1.0, rois_used=len(rois))
+    nps = _ramp_below(noise_power_spectrum_2d(sample, rois, spacing_yx, detrend="plane"), LOW_FREQUENCY)
+    kernel = _kernel_from_nps(nps)
+    return NoiseTexture(kernel=kernel, index_to_std=_index_to_std_ratio(kernel), rois_used=len(rois))
+
+
 def estimate_noise_model(volume_hu: np.ndarray, spacing_yx: Sequence[float] = (1.0, 1.0)) -> ScanNoiseModel:
     """Estimate this scan's noise texture and amplitude.
 
@@ -84,27 +126,12 @@ def estimate_noise_model(volume_hu: np.ndarray, spacing_yx: Sequence[float] = (1
         The noise model. Where no flat tissue is found (e.g. a phantom of air and bone), the texture falls
         back to white noise and the ratio to that of white noise (1).
     """
+    texture = estimate_noise_texture(volume_hu, spacing_yx)
     depth, rows, cols = volume_hu.shape
-    picks = np.unique(np.linspace(0, depth - 1, min(depth, MAX_ROI_SLICES)).round().astype(int))
-    sample = np.asarray(volume_hu[picks], dtype=np.float64)
-    size = ROI_SIZE if min(rows, cols) >= 8 * ROI_SIZE else ROI_SIZE // 2  # small images: smaller ROIs
-    # the band must scale with the noise: at 10 % dose a flat ROI of liver spans +-300 HU
-    reach = ROI_NOISE_REACH * float(estimate_noise_level(torch.from_numpy(sample).float()[:, None],
-                                                         band=INDEX_BAND_HU).median())
-    rois = find_flat_tissue_rois(sample, size=size, count=ROI_COUNT, low=TISSUE_HU[0] - reach,
-                                 high=TISSUE_HU[1] + reach, max_std=np.inf)
-    if len(rois) >= MIN_ROIS:
-        nps = _ramp_below(noise_power_spectrum_2d(sample, rois, spacing_yx, detrend="plane"), LOW_FREQUENCY)
-        kernel = _kernel_from_nps(nps)
-        ratio = _index_to_std_ratio(kernel)
-    else:
-        kernel = torch.ones((1, 1, 1, 1))
-        ratio = 1.0
-    del sample
     index = torch.stack([_tile_index(np.asarray(volume_hu[z], dtype=np.float32)) for z in range(depth)])
-    std_map = _filled(index) * ratio
-    return ScanNoiseModel(kernel=kernel, std_map=std_map, shape=(depth, rows, cols), index_to_std=ratio,
-                          rois_used=len(rois))
+    std_map = _filled(index) * texture.index_to_std
+    return ScanNoiseModel(kernel=texture.kernel, std_map=std_map, shape=(depth, rows, cols),
+                          index_to_std=texture.index_to_std, rois_used=texture.rois_used)
 
 
 def _kernel_from_nps(nps: np.ndarray) -> torch.Tensor:
