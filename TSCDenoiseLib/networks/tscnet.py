@@ -123,25 +123,29 @@ class TSCNet(nn.Module):
         for dem in self.dems:
             dem.deform_conv.backend = backend
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, noise_strength: Optional[torch.Tensor] = None):
         """Denoised slices, same shape as `x` (N, C, H, W); with `return_features`, as `forward_features`.
 
         The flag lets a DistributedDataParallel wrapper (which only hooks `forward`) train on features.
+        `noise_strength` (N,), for a noise-map network, scales each slice's noise index (on top of
+        `noise_map_strength`): training calibrated to each pair's noise texture passes it per sample.
         """
         if return_features:
-            return self._run(x, keep_features=True)
-        return self._run(x, keep_features=False)[0]
+            return self._run(x, keep_features=True, noise_strength=noise_strength)
+        return self._run(x, keep_features=False, noise_strength=noise_strength)[0]
 
-    def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def forward_features(self, x: torch.Tensor,
+                         noise_strength: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """The denoised slices and the intermediate features named in `feature_names`."""
-        return self._run(x, keep_features=True)
+        return self._run(x, keep_features=True, noise_strength=noise_strength)
 
     def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The encoder features (stem, down1, down2, attention, dem): the contrastive latent space."""
         return self._encode(pad_to_multiple(x)[0], keep_stem=True)
 
-    def _encode(self, padded: torch.Tensor, keep_stem: bool) -> List[Optional[torch.Tensor]]:
-        stem = full_precision(self.stem, self._with_noise_map(padded))
+    def _encode(self, padded: torch.Tensor, keep_stem: bool,
+                noise_strength: Optional[torch.Tensor] = None) -> List[Optional[torch.Tensor]]:
+        stem = full_precision(self.stem, self._with_noise_map(padded, noise_strength))
         down1 = self.down1(stem)
         if not keep_stem:
             stem = None  # not a skip connection: free the largest activation early at inference
@@ -149,7 +153,7 @@ class TSCNet(nn.Module):
         attended = self.attention(down2)
         return [stem, down1, down2, attended, self.dems(attended)]
 
-    def _with_noise_map(self, padded: torch.Tensor) -> torch.Tensor:
+    def _with_noise_map(self, padded: torch.Tensor, noise_strength: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The input, and with `noise_map` its slices' noise index as one more constant channel."""
         if not self._config.get("noise_map"):
             return padded
@@ -157,12 +161,15 @@ class TSCNet(nn.Module):
         strength = getattr(self, "noise_map_strength", 1.0)
         if strength != 1.0:  # skipped at 1.0 so the default result stays bitwise the same
             level = level * strength
+        if noise_strength is not None:
+            level = level * noise_strength.to(level).reshape(-1)
         noise_channel = level.view(-1, 1, 1, 1).to(padded.dtype).expand(-1, 1, *padded.shape[-2:])
         return torch.cat([padded, noise_channel], dim=1)
 
-    def _run(self, x: torch.Tensor, keep_features: bool) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def _run(self, x: torch.Tensor, keep_features: bool,
+             noise_strength: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         padded, (h, w) = pad_to_multiple(x)
-        features = self._encode(padded, keep_stem=keep_features)
+        features = self._encode(padded, keep_stem=keep_features, noise_strength=noise_strength)
         _, down1, down2, _, enhanced = features
         up1 = self.up1(self.mix1(down2, enhanced))
         up2 = self.up2(self.mix2(down1, up1))

@@ -62,16 +62,28 @@ def choose_strength(volume_hu: np.ndarray, model: Any) -> StrengthChoice:
     """
     if not has_noise_map(model):
         return StrengthChoice(1.0, None, None, "the model has no noise-map input")
+    return strength_for_texture(volume_hu, model_index_per_std(model))
+
+
+def strength_for_texture(volume_hu: np.ndarray, index_per_std: float) -> StrengthChoice:
+    """k x the scan's noise std per unit index, clipped to STRENGTH_RANGE (1.0 where it cannot be measured).
+
+    Args:
+        volume_hu: the scan (Z, Y, X) or one slice (Y, X) in HU; not modified.
+        index_per_std: k, the noise index per unit std of the model's training pairs.
+
+    Returns:
+        The choice (what `choose_strength` returns for a noise-map model with that k).
+    """
     volume = volume_hu[np.newaxis] if volume_hu.ndim == 2 else volume_hu
     texture = estimate_noise_texture(volume)
     if not texture.measured:
         return StrengthChoice(1.0, None, None, "too little flat soft tissue to measure the noise texture; "
                                                "the model's own level")
-    k = model_index_per_std(model)
-    strength = float(np.clip(k * texture.index_to_std, *STRENGTH_RANGE))
-    return StrengthChoice(round(strength, 4), texture.index_to_std, k,
+    strength = float(np.clip(index_per_std * texture.index_to_std, *STRENGTH_RANGE))
+    return StrengthChoice(round(strength, 4), texture.index_to_std, index_per_std,
                           f"noise std per unit of noise index: {texture.index_to_std:.2f} in this scan, "
-                          f"{1 / k:.2f} in the model's training data")
+                          f"{1 / index_per_std:.2f} in the model's training data")
 
 
 def model_index_per_std(model: Any) -> float:

@@ -153,13 +153,14 @@ def slice_dataset(entries: Sequence[dict], window=None, transform=None):
     """
     from monai.data import Dataset
 
-    from .transforms import volume_transforms
+    from .transforms import NOISE_STRENGTH_KEY, volume_transforms
 
     load = transform if transform is not None else volume_transforms(window)
     slices = []
     for entry in entries:
         with _our_errors_unwrapped():
             pair = load(dict(entry))
+        extra = {key: pair[key] for key in (NOISE_STRENGTH_KEY,) if key in pair}  # per pair, not per slice
         for z in range(pair["ndct"].shape[-1]):
-            slices.append({key: pair[key][..., z].as_tensor().clone() for key in ("ldct", "ndct")})
+            slices.append({**{key: pair[key][..., z].as_tensor().clone() for key in ("ldct", "ndct")}, **extra})
     return Dataset(slices)

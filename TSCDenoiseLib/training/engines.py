@@ -17,20 +17,29 @@ from monai.utils import CommonKeys as Keys
 
 from ..core.intensity import HUWindow
 from .losses import TSCStudentLoss
+from .transforms import NOISE_STRENGTH_KEY
 from ..core.metrics import SOFT_TISSUE_WINDOW
 
 
 class PrepareBatchPair(PrepareBatch):
-    """(input, target) from a paired batch: ("ldct", "ndct") for denoisers, ("ndct", "ndct") for the teacher."""
+    """(input, target) from a paired batch: ("ldct", "ndct") for denoisers, ("ndct", "ndct") for the teacher.
+
+    A batch with per-sample noise-map strengths (`transforms.CalibrateNoiseMapd`) gives (input, target, (),
+    {"noise_strength": ...}): MONAI's evaluator and `TSCTrainer` pass that to the network's forward.
+    """
 
     def __init__(self, input_key: str = "ldct", target_key: str = "ndct") -> None:
         self.input_key, self.target_key = input_key, target_key
 
     def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs: Any):
-        return tuple(
+        pair = tuple(
             batchdata[key].to(device=device, non_blocking=non_blocking, **kwargs)
             for key in (self.input_key, self.target_key)
         )
+        if NOISE_STRENGTH_KEY not in batchdata:
+            return pair
+        strength = torch.as_tensor(batchdata[NOISE_STRENGTH_KEY], dtype=torch.float32)
+        return pair + ((), {"noise_strength": strength.to(device=device, non_blocking=non_blocking)})
 
 
 class TSCTrainer(SupervisedTrainer):
@@ -50,15 +59,17 @@ class TSCTrainer(SupervisedTrainer):
     def _iteration(self, engine: "TSCTrainer", batchdata: dict) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        ldct, ndct = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        ldct, ndct = batch[:2]
+        forward_options = batch[3] if len(batch) == 4 else {}
         engine.state.output = {Keys.IMAGE: ldct, Keys.LABEL: ndct}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with torch.autocast(ldct.device.type, enabled=bool(engine.amp), **engine.amp_kwargs):
             if engine.loss_function.needs_features:
-                restored, features = engine.network(ldct, return_features=True)
+                restored, features = engine.network(ldct, return_features=True, **forward_options)
             else:
-                restored, features = engine.network(ldct), []
+                restored, features = engine.network(ldct, **forward_options), []
             engine.state.output[Keys.PRED] = restored
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = engine.loss_function(restored, features, ldct, ndct)

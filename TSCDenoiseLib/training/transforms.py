@@ -33,6 +33,7 @@ from ..core.volume_checks import validate_ct_volume
 from ..io.file_checks import check_image_file
 
 PAIR_KEYS = ("ldct", "ndct")
+NOISE_STRENGTH_KEY = "noise_strength"  # a pair's calibrated noise-map strength (`CalibrateNoiseMapd`)
 # NIfTI through nibabel. For NRRD/MHA datalists pass reader="ITKReader" (needs `pip install itk`), or
 # convert with TSCDenoiseLib.io.write_ct. Naming the reader also keeps MONAI from probing every reader.
 DEFAULT_READER = "NibabelReader"
@@ -171,6 +172,29 @@ class SimulateLowDosed(RandomizableTransform, MapTransform):
             d[self.output_key] = output
         else:
             d[self.output_key] = low_dose.astype(array.dtype)
+        return d
+
+
+class CalibrateNoiseMapd(MapTransform):
+    """Adds NOISE_STRENGTH_KEY: the strength "auto" would choose for the pair's LDCT volume, with the k of
+    the training pairs (`noise.strength.strength_for_texture`). A noise-map student given it per sample
+    (`TSCNet.forward(..., noise_strength=...)`) trains on the noise map it will see at inference, where
+    "auto" scales the index the same way, instead of on the raw index, which reads sharp noise as more
+    noise. Pairs without an LDCT file (low dose simulated later) get no entry (strength 1)."""
+
+    def __init__(self, index_per_std: float, key: str = "ldct") -> None:
+        super().__init__([key], allow_missing_keys=True)
+        self.index_per_std = float(index_per_std)
+        self.key = key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from ..noise.strength import strength_for_texture
+
+        d = dict(data)
+        if self.key in d:
+            volume = np.asarray(d[self.key])[0]  # (X, Y, Z) or (X, Y): the texture is the same transposed
+            volume = np.moveaxis(volume, -1, 0) if volume.ndim == 3 else volume
+            d[NOISE_STRENGTH_KEY] = strength_for_texture(volume, self.index_per_std).strength
         return d
 
 

@@ -281,3 +281,16 @@ def test_pairs_with_different_records_batch_together(tmp_path):
     (tmp_path / "datalist.json").write_text(json.dumps({"training": training, "validation": validation}))
     train(tmp_path / "run", stage="teacher", datalist=str(tmp_path / "datalist.json"), volumes_per_batch=2)
     assert (tmp_path / "run" / "teacher.pt").is_file()
+
+
+def test_a_calibrated_noise_map_student_trains_and_says_so(tmp_path):
+    """`calibrate_noise_map`: each pair's strength reaches training and validation; the checkpoint records it."""
+    conditioned = {**TINY["network_config"], "noise_map": True}
+    train(tmp_path, stage="student", lambda_kt=0.0, lambda_cr=0.0, network_config=conditioned,
+          calibrate_noise_map=True, teacher_checkpoint=str(tmp_path / "absent.pt"))
+    metadata = read_checkpoint(tmp_path / "model.pt")["metadata"]
+    assert metadata["noise_map_calibrated"] is True and 0.2 < metadata["noise_index_per_std"] < 1.5
+    assert "val_psnr" in log_records(tmp_path / "student_log.jsonl")[-1]
+    train(tmp_path / "plain", stage="student", lambda_kt=0.0, lambda_cr=0.0, network_config=conditioned,
+          teacher_checkpoint=str(tmp_path / "absent.pt"))
+    assert "noise_map_calibrated" not in read_checkpoint(tmp_path / "plain" / "model.pt")["metadata"]

@@ -30,7 +30,8 @@ sys.path[:0] = [str(REPO), str(REPO / "training" / "scripts")]
 import benchmark_unseen_ct as unseen  # noqa: E402
 from TSCDenoiseLib.core.checkpoint import load_model  # noqa: E402
 from TSCDenoiseLib.core.inference import denoise_volume  # noqa: E402
-from TSCDenoiseLib.noise.strength import choose_strength, measure_index_per_std, model_index_per_std  # noqa: E402
+from TSCDenoiseLib.noise.strength import (METADATA_KEY, choose_strength, measure_index_per_std,  # noqa: E402
+                                          model_index_per_std)
 from TSCDenoiseLib.training.data import read_datalist  # noqa: E402
 
 TRAINING_SETS = ("texture", "wide")
@@ -57,8 +58,10 @@ def main() -> int:
     k = measure_index_per_std(pairs, max_pairs=None)  # all of them: 0.537 over 120 pairs
     pairs = len(pairs)
     model = load_model(args.model, device="cpu")
-    if abs(k - model_index_per_std(model)) > 5e-4:
+    recorded = METADATA_KEY in getattr(model, "checkpoint_metadata", {})
+    if not recorded and abs(k - model_index_per_std(model)) > 5e-4:  # a recorded k is the model's own, measured
         raise SystemExit(f"k of the training pairs ({k:.4f}) is not the model's ({model_index_per_std(model):.4f})")
+    k = model_index_per_std(model)  # what choose_strength uses
     rows = []
     for case in unseen.cases():
         for dose in (0.1, 0.25, 0.5):
@@ -74,10 +77,11 @@ def main() -> int:
                          "high_pass_ratio_auto": auto["high_pass_std_ratio"]})
             print(rows[-1], flush=True)
     change = np.array([r["psnr_db_auto"] - r["psnr_db_strength_1"] for r in rows])
-    summary = {"k_training_index_per_std": round(k, 3), "training_pairs": pairs,
+    summary = {"k_training_index_per_std": round(k, 3), "k_recorded_in_checkpoint": recorded, "training_pairs": pairs,
                "mean_change_db": round(float(change.mean()), 3), "wins": int((change > 0).sum()), "rows": len(rows)}
-    lines = ["# Per-scan strength from the scan's noise texture (default model, unseen cases)", "",
-             f"k = {k:.3f} (median noise index / noise std over {pairs} training pairs). Strength = k x the scan's "
+    lines = [f"# Per-scan strength from the scan's noise texture ({args.model.name}, unseen cases)", "",
+             (f"k = {k:.3f} (recorded in the checkpoint: its own training pairs'). " if recorded else
+              f"k = {k:.3f} (median noise index / noise std over {pairs} training pairs). ") + "Strength = k x the scan's "
              "std per unit index (from the NPS of its flattest soft-tissue ROIs), clipped to [0.25, 2]; 1.0 (*) where "
              "the texture could not be measured. PSNR at [-160, 240] HU.", "",
              "| case | dose | strength | PSNR at 1.0 | PSNR auto | change | high-pass 1.0 / auto |",

@@ -71,3 +71,34 @@ def test_windowed_output_clips_to_the_display_window_and_scales_to_unit_range():
     torch.testing.assert_close(preds[0], torch.tensor([[0.0, 0.0, 0.5, 1.0, 1.0]]), atol=1e-5, rtol=0)
     back, _ = hu_output(window)(output)
     torch.testing.assert_close(back[0], hu, atol=1e-3, rtol=0)
+
+
+def test_per_sample_noise_strengths_reach_the_network_as_noise_map_strength_does(tiny_config):
+    from TSCDenoiseLib.networks.tscnet import noise_map_strength
+
+    torch.manual_seed(0)
+    network = TSCNet(**tiny_config, noise_map=True).eval()
+    x = torch.rand(2, 1, 24, 24) * 0.1 + 0.25
+    batch = {"ldct": x, "ndct": x, "noise_strength": torch.tensor([0.5, 1.5], dtype=torch.float64)}
+    inputs, _, args, kwargs = PrepareBatchPair()(batch)
+    assert args == () and kwargs["noise_strength"].dtype == torch.float32
+    with torch.no_grad():
+        per_sample = network(inputs, **kwargs)
+        for i, strength in enumerate((0.5, 1.5)):
+            with noise_map_strength(network, strength):
+                assert torch.allclose(per_sample[i:i + 1], network(inputs[i:i + 1]), atol=1e-6)
+    assert len(PrepareBatchPair()({"ldct": x, "ndct": x})) == 2  # without the key, the plain pair
+
+
+def test_the_trainer_passes_the_per_sample_strengths_to_the_network(tiny_config):
+    torch.manual_seed(0)
+    network = TSCNet(**tiny_config, noise_map=True)
+    seen = []
+    network.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("noise_strength")),
+                                      with_kwargs=True)
+    items = [{**item, "noise_strength": 0.6} for item in paired_loader().dataset]
+    trainer = StudentTrainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=DataLoader(Dataset(items), batch_size=2),
+                             network=network, optimizer=torch.optim.Adam(network.parameters(), 1e-3),
+                             loss_function=TSCStudentLoss(None, lambda_kt=0, lambda_cr=0), decollate=False)
+    trainer.run()
+    assert len(seen) == 2 and all(torch.allclose(s, torch.full((2,), 0.6)) for s in seen)
