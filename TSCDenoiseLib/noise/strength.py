@@ -25,9 +25,9 @@ from ..networks.tscnet import has_noise_map
 from .scan_model import INDEX_BAND_HU, TISSUE_HU, estimate_noise_texture
 
 METADATA_KEY = "noise_index_per_std"
-# Median noise index / true noise std in soft tissue over the default model's training pairs (120 pairs of
+# Median noise index / true noise std in soft tissue over the 0.4 default's training pairs (120 pairs of
 # data/texture and data/wide; training/scripts/evaluate_auto_strength.py). Used for noise-map models whose
-# checkpoint records no k of its own.
+# checkpoint records no k of its own (the bundle records it since 0.4.1; the shipped default: 0.52).
 DEFAULT_INDEX_PER_STD = 0.537
 MIN_NOISE_STD_HU = 1.0  # pairs with less noise than this (identity pairs) say nothing about k
 MAX_CALIBRATION_PAIRS = 32
