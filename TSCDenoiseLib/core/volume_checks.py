@@ -30,6 +30,11 @@ STRENGTH_RANGE = (0.25, 2.0)
 AUTO_STRENGTH = "auto"
 
 
+def is_auto_strength(strength: Any) -> bool:
+    """True for "auto" in any case and padding (the strength chosen from the scan's noise texture)."""
+    return isinstance(strength, str) and strength.strip().lower() == AUTO_STRENGTH
+
+
 def validate_strength(strength: Any, model: Any = None) -> Union[float, str]:
     """`strength` as a float if it is a usable denoising strength (for `model`, when given), or "auto".
 
@@ -37,7 +42,7 @@ def validate_strength(strength: Any, model: Any = None) -> Union[float, str]:
         InvalidInputError: neither "auto" nor a number in STRENGTH_RANGE, or a number other than 1.0 for a
             model without a noise-map input.
     """
-    if isinstance(strength, str) and strength.strip().lower() == AUTO_STRENGTH:
+    if is_auto_strength(strength):
         return AUTO_STRENGTH  # any model: without a noise-map input, auto is 1.0
     low, high = STRENGTH_RANGE
     if isinstance(strength, bool) or not isinstance(strength, (int, float, np.integer, np.floating)) \
@@ -61,7 +66,7 @@ def parse_strength(text: str) -> Union[float, str]:
     Raises:
         InvalidInputError: neither "auto" nor a number (one line, as for the other options).
     """
-    if text.strip().lower() == AUTO_STRENGTH:
+    if is_auto_strength(text):
         return AUTO_STRENGTH
     try:
         return float(text)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from ..core.volume_checks import parse_strength
+from ..core.volume_checks import is_auto_strength, parse_strength
 
 EVENT_PREFIX = "TSCDENOISE "
 # The standby's folder: the parent creates CLAIM_FILE (exclusively) to take the standby for a job, then writes
@@ -244,7 +244,7 @@ def worker_arguments(
     if adapt_seconds and adapt_seconds > 0:
         arguments += ["--adapt-seconds", repr(float(adapt_seconds))]
         arguments += ["--spacing"] + [repr(float(v)) for v in (spacing or (1.0, 1.0, 1.0))]
-    if strength != "auto":
+    if not is_auto_strength(strength):
         arguments += ["--strength", repr(float(strength))]
     return arguments
 

@@ -435,6 +435,7 @@ def test_worker_arguments_carry_the_strength_only_when_it_is_not_auto(tmp_path):
     plain = worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu")
     assert "--strength" not in plain and build_parser().parse_args(plain).strength == "auto"
     assert build_parser().parse_args(plain + ["--strength", "AUTO"]).strength == "auto"
+    assert worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu", strength=" Auto") == plain
     one = worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu", strength=1.0)
     assert one[one.index("--strength") + 1] == "1.0" and build_parser().parse_args(one).strength == 1.0
     arguments = worker_arguments(tmp_path / "in.npy", tmp_path / "out.npy", device="cpu", strength=0.55)
