@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_unseen_ct as unseen  # noqa: E402
+from report_files import write_report  # noqa: E402
 
 from TSCDenoiseLib.adaptation import adapt_model  # noqa: E402
 from TSCDenoiseLib.adaptation.adapt import THIN_SLICE_MM, _checked  # noqa: E402
@@ -215,14 +216,12 @@ def main() -> int:
             results[key] = rows_for(case, dose, model, args.strategies, args.budget, args.bm3d, steps_from, before,
                                     args.before or "", args.train_at_auto)
             print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
-            (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-            (args.out / f"{args.name}.md").write_text(markdown(results))
+            write_report(args.out, args.name, report, markdown(results))
     if slab is not None:
         key = f"{slab['name']}@{args.doses[0]}"
         results[key] = rows_for(slab, args.doses[0], model, ["r2r"], args.slab_budget, False)
         print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
-        (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-        (args.out / f"{args.name}.md").write_text(markdown(results))
+        write_report(args.out, args.name, report, markdown(results))
     return 0
 
 

@@ -21,7 +21,6 @@ image NPS and the high-pass std in flat tissue, each as a ratio to the reference
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tarfile
@@ -40,6 +39,7 @@ from TSCDenoiseLib.evaluation.scoring import roi_spectrum, score, texture_rois
 from TSCDenoiseLib.io import read_ct
 from TSCDenoiseLib.training.acquisition import body_around
 from TSCDenoiseLib.training.simulation import LowDoseParameters, LowDoseSimulator, ParallelBeamGeometry
+import report_files
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "training" / "data"
@@ -210,12 +210,10 @@ def markdown(results: dict, methods: list) -> str:
 def write_report(out: Path, doses, results: dict, settings: dict, seconds: dict, fbp_filter: str,
                  strength: str = "auto") -> None:
     methods = list(next(iter(results.values())))
-    out.mkdir(parents=True, exist_ok=True)
     report = {"doses": doses, "noise_model": {k: str(v) for k, v in {**EVAL_NOISE, "fbp_filter": fbp_filter}.items()},
               "strength": strength, "results": results,
               "tuned_settings": settings, "seconds": seconds}
-    (out / "benchmark.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "benchmark.md").write_text(markdown(results, methods))
+    report_files.write_report(out, "benchmark", report, markdown(results, methods))
 
 
 def main() -> int:

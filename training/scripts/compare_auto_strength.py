@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from report_files import write_report
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmark"
 BASELINES = ("BM3D (tuned)", "previous-default-0.3.0")
 
@@ -82,10 +84,7 @@ def main() -> int:
         lines, summary = candidates_lines(reference, candidates)
         lines = ["# Candidate models at their automatic strength against the default at its own (PSNR change, dB)",
                  "", *lines, ""]
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "candidates.json").write_text(json.dumps({"summary": summary, "reports": args.candidates},
-                                                             indent=1) + "\n")
-        (args.out / "candidates.md").write_text("\n".join(lines))
+        write_report(args.out, "candidates", {"summary": summary, "reports": args.candidates}, "\n".join(lines))
         print("\n".join(lines))
         return 0
     benchmark = json.loads((DOCS / "default-0.4" / "benchmark.json").read_text())
@@ -118,9 +117,7 @@ def main() -> int:
         lines.append(f"Against {baseline}, over {len(rows)} case-doses: strength 1.0 {before['mean_db']:+.2f} dB mean "
                      f"(wins {before['wins']}), auto {after['mean_db']:+.2f} dB mean (wins {after['wins']}).")
     lines.append("")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "against-baselines.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
-    (args.out / "against-baselines.md").write_text("\n".join(lines))
+    write_report(args.out, "against-baselines", {"summary": summary, "rows": rows}, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -18,7 +18,6 @@ measured (too little flat soft tissue) runs at 1.0.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "training" / "scripts")]
 import benchmark_unseen_ct as unseen  # noqa: E402
+from report_files import write_report  # noqa: E402
 from TSCDenoiseLib.core.checkpoint import load_model  # noqa: E402
 from TSCDenoiseLib.core.inference import denoise_volume  # noqa: E402
 from TSCDenoiseLib.noise.strength import (METADATA_KEY, choose_strength, measure_index_per_std,  # noqa: E402
@@ -92,9 +92,7 @@ def main() -> int:
                      f"{r['psnr_db_auto']:.2f} | {r['psnr_db_auto'] - r['psnr_db_strength_1']:+.2f} | "
                      f"{r['high_pass_ratio_strength_1']:.2f} / {r['high_pass_ratio_auto']:.2f} |")
     lines += ["", f"Mean change {summary['mean_change_db']:+.2f} dB; auto wins {summary['wins']} of {len(rows)}.", ""]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "auto-strength.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
-    (args.out / "auto-strength.md").write_text("\n".join(lines))
+    write_report(args.out, "auto-strength", {"summary": summary, "rows": rows}, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

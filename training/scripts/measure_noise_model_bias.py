@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from TSCDenoiseLib.adaptation import safeguard  # noqa: E402
 from TSCDenoiseLib.noise.scan_model import TILE, estimate_noise_model  # noqa: E402
+from report_files import write_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SOFT_TISSUE_HU = (-150.0, 150.0)
@@ -114,11 +115,9 @@ def main() -> int:
         groups.setdefault(row["source"].split("_")[0].rstrip("-0123456789"), []).append(row["variance_ratio"])
     summaries = {name: summary(np.array(values)) for name, values in sorted(groups.items())}
     summaries["all"] = summary(np.array([row["variance_ratio"] for row in rows]))
-    args.out.mkdir(parents=True, exist_ok=True)
     data = str(args.data.relative_to(REPO)) if args.data.is_relative_to(REPO) else str(args.data)
     report = {"data": data, "summary": summaries, "pairs": rows}
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(rows, summaries))
+    write_report(args.out, args.name, report, markdown(rows, summaries))
     print(markdown(rows, summaries))
     return 0
 
