@@ -213,9 +213,9 @@ def test_a_short_write_under_a_file_size_limit_is_exit_1_and_no_file(name, tmp_p
     source = write_ct(ct_volume((4, 96, 96)), geometry(), tmp_path / "in.nii")
     out = tmp_path / "out"
     out.mkdir()
-    limit = (f"import resource, signal, runpy, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-             f"resource.setrlimit(resource.RLIMIT_FSIZE, (12288, 12288)); sys.argv = ['tscdenoise'] + sys.argv[1:]; "
-             f"runpy.run_module('TSCDenoiseLib', run_name='__main__')")
+    limit = ("import resource, signal, runpy, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (12288, 12288)); sys.argv = ['tscdenoise'] + sys.argv[1:]; "
+             "runpy.run_module('TSCDenoiseLib', run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", limit, *denoise(source, out / name, checkpoint=checkpoint)],
                           capture_output=True, text=True, timeout=300, cwd=REPO,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
