@@ -24,7 +24,8 @@ class BestModelSaver:
     Unlike MONAI's ``CheckpointSaver`` (which saves the whole training state for resuming), this writes
     the deployable one-file checkpoint (weights, config, HU window, role) that ``load_model`` reads,
     and records the metric, epoch and `metadata` (a dict, and/or keyword arguments) in it (and, given the
-    stage's `run` record, the teacher a student trained against). Under DDP only rank 0 writes.
+    stage's `run` record, the teacher a student trained against; given the trainer's `iterations_per_epoch`,
+    the training iterations up to that epoch). Under DDP only rank 0 writes.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class BestModelSaver:
         higher_is_better: bool = True,
         run: Any = None,
         metadata: Optional[dict] = None,
+        iterations_per_epoch: Optional[int] = None,
         **more_metadata: Any,
     ) -> None:
         self.network = network
@@ -44,6 +46,7 @@ class BestModelSaver:
         self.role = role
         self.hu_window = HUWindow.from_any(hu_window)
         self.higher_is_better = higher_is_better
+        self.iterations_per_epoch = iterations_per_epoch
         self.metadata = {**(metadata or {}), **more_metadata}
         self.best: Optional[float] = None
 
@@ -64,7 +67,12 @@ class BestModelSaver:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         run_metadata = self.run.metadata() if self.run is not None else {}
         save_model(self.network, self.path, role=self.role, hu_window=self.hu_window, overwrite=True,
-                   **self.metadata, **run_metadata, best_metric=name, best_metric_value=round(value, 4), epoch=engine.state.epoch)
+                   **self.metadata, **run_metadata, best_metric=name, best_metric_value=round(value, 4),
+                   epoch=engine.state.epoch, **self._iterations(engine.state.epoch))
+
+    def _iterations(self, epoch: int) -> dict:
+        # The evaluator counts its own iterations; the trainer's, at the end of `epoch`, follow from the epoch length.
+        return {} if self.iterations_per_epoch is None else {"iterations": epoch * self.iterations_per_epoch}
 
 
 class TrainingLog:

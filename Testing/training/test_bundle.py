@@ -59,6 +59,8 @@ def test_training_runs_teacher_then_student_and_writes_engine_checkpoints(tmp_pa
     assert teacher["config"]["residual"] is False
     assert teacher["state_dict"].keys() == student["state_dict"].keys()
     assert student["metadata"]["lambda_kt"] > 0 and student["metadata"]["lambda_cr"] > 0
+    # The best checkpoint records when it was taken: its epoch and the trainer's iteration count then.
+    assert (student["metadata"]["epoch"], student["metadata"]["iterations"]) == (1, TINY["iterations_per_epoch"])
     epoch_end = log_records(tmp_path / "student_log.jsonl")[-1]
     assert {"val_psnr", "val_ssim", "val_rmse_hu", "lr", "parameter_sum"} <= set(epoch_end)
     terms = log_records(tmp_path / "student_log.jsonl")[0]
