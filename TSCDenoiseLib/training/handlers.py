@@ -13,9 +13,10 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from ..core.atomic import atomic_output_file
-from ..core.checkpoint import save_model
+from ..core.checkpoint import read_checkpoint, save_model
 from .engines import loss_terms_output
 from ..core.intensity import HUWindow
+from ..errors import CheckpointError
 
 
 class BestModelSaver:
@@ -26,6 +27,10 @@ class BestModelSaver:
     and records the metric, epoch and `metadata` (a dict, and/or keyword arguments) in it (and, given the
     stage's `run` record, the teacher a student trained against; given the trainer's `iterations_per_epoch`,
     the training iterations up to that epoch). Under DDP only rank 0 writes.
+
+    A `resumed` run starts from the best that the file at `path` records for an epoch before the one it
+    resumes at, so an interruption never lets a worse epoch replace it; a file from later epochs (an
+    abandoned earlier try) or of another metric is replaced at the first validation, as in a fresh run.
     """
 
     def __init__(
@@ -38,6 +43,7 @@ class BestModelSaver:
         run: Any = None,
         metadata: Optional[dict] = None,
         iterations_per_epoch: Optional[int] = None,
+        resumed: bool = False,
         **more_metadata: Any,
     ) -> None:
         self.network = network
@@ -49,6 +55,8 @@ class BestModelSaver:
         self.iterations_per_epoch = iterations_per_epoch
         self.metadata = {**(metadata or {}), **more_metadata}
         self.best: Optional[float] = None
+        self.resumed = resumed
+        self._checked_earlier_best = False
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -58,6 +66,10 @@ class BestModelSaver:
             return  # every rank holds the same weights under DDP; rank 0 alone writes them
         name = engine.state.key_metric_name
         value = float(engine.state.metrics[name])
+        if not self._checked_earlier_best:
+            self._checked_earlier_best = True
+            if self.resumed:
+                self.best = self._earlier_best(name, engine.state.epoch)
         if math.isnan(value):
             return
         improved = self.best is None or (value > self.best if self.higher_is_better else value < self.best)
@@ -69,6 +81,19 @@ class BestModelSaver:
         save_model(self.network, self.path, role=self.role, hu_window=self.hu_window, overwrite=True,
                    **self.metadata, **run_metadata, best_metric=name, best_metric_value=round(value, 4),
                    epoch=engine.state.epoch, **self._iterations(engine.state.epoch))
+
+    def _earlier_best(self, name: str, epoch: int) -> Optional[float]:
+        """The metric value the file at `path` records, if it was written before `epoch` for metric `name`."""
+        if not self.path.is_file():
+            return None
+        try:
+            recorded = read_checkpoint(self.path).get("metadata", {})
+        except CheckpointError:  # unreadable: nothing to keep, the first validation replaces it
+            return None
+        if recorded.get("best_metric") != name or int(recorded.get("epoch", epoch)) >= epoch:
+            return None
+        value = recorded.get("best_metric_value")
+        return float(value) if isinstance(value, (int, float)) else None
 
     def _iterations(self, epoch: int) -> dict:
         # The evaluator counts its own iterations; the trainer's, at the end of `epoch`, follow from the epoch length.
