@@ -46,11 +46,12 @@ def candidates_lines(reference: dict, candidates: dict) -> tuple:
     names = list(candidates)
     lines = ["| case | dose | " + " | ".join(names) + " |", "| --- | ---: |" + " ---: |" * len(names)]
     changes = {name: [] for name in names}
+    by_case = {name: {(r["case"], r["dose"]): r["psnr_db_auto"] for r in report["rows"]}
+               for name, report in candidates.items()}
     for key in base:
         cells = []
         for name in names:
-            row = {(r["case"], r["dose"]): r for r in candidates[name]["rows"]}[key]
-            changes[name].append(row["psnr_db_auto"] - base[key])
+            changes[name].append(by_case[name][key] - base[key])
             cells.append(f"{changes[name][-1]:+.2f}")
         lines.append(f"| {key[0]} | {key[1]:g} | " + " | ".join(cells) + " |")
     summary = {}
