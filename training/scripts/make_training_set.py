@@ -4,9 +4,12 @@
     python training/scripts/make_training_set.py [--out training/data/wide] [--draws 1] [--workers 2]
     python training/scripts/make_training_set.py --out training/data/texture --draws 3 --phantoms 4 \
         --target-noise --without-pycerr      # clinical grain in the targets; no non-commercial data
+        [--validation-phantoms 2]            # torso phantoms for validation only (body anatomy there)
 
 Sources (normal dose): the bundled Cranium head's training and validation slabs (GPL-2), pycerr's four
-chest patients (pat_1-3 training, pat_4 validation; CC BY-NC 3.0) and procedural torso phantoms (ours).
+chest patients (pat_1-3 training, pat_4 validation; CC BY-NC 3.0) and procedural torso phantoms (ours;
+`--validation-phantoms` more, of their own seeds, for validation only: without pycerr the validation set is
+otherwise two slabs of the training head, which cannot tell apart checkpoints that differ on body CT).
 Every chunk of consecutive slices gets its own acquisition drawn from
 `TSCDenoiseLib.training.acquisition.AcquisitionDistribution` (dose log-uniform 5-50 %, FBP filter,
 pixel spacing 0.4-1.0 mm, and for the chest crops a 30-40 cm body around them), recorded in the
@@ -39,8 +42,14 @@ PYCERR = REPO / "training" / "data" / "pycerr" / "radiomics_phantom_dicom"
 SEED = 20261130
 
 
-def sources(with_pycerr: bool = True, phantoms: int = 2) -> list[dict]:
-    """Each source: name, split, whether it is a crop of a body, and how to load it."""
+VALIDATION_PHANTOM_SEED = 200  # training phantoms use 100, 101, ...: no validation phantom repeats one
+
+
+def sources(with_pycerr: bool = True, phantoms: int = 2, validation_phantoms: int = 0) -> list[dict]:
+    """Each source: name, split, whether it is a crop of a body, and how to load it.
+
+    The validation phantoms come last, so adding them changes no pair of the sources before them (draw 0
+    of every source shares one random stream, in this order)."""
     found = [
         {"name": "cranium-train", "split": "training", "crop": False, "path": CRANIUM / "ndct_training.nii.gz"},
         {"name": "cranium-val", "split": "validation", "crop": False, "path": CRANIUM / "ndct_validation.nii.gz"},
@@ -50,6 +59,9 @@ def sources(with_pycerr: bool = True, phantoms: int = 2) -> list[dict]:
             found.append({"name": f"chest-{patient}", "split": split, "crop": True, "path": PYCERR / patient})
     for index in range(phantoms):
         found.append({"name": f"torso-phantom-{index}", "split": "training", "crop": False, "phantom_seed": 100 + index})
+    for index in range(validation_phantoms):
+        found.append({"name": f"torso-phantom-val-{index}", "split": "validation", "crop": False,
+                      "phantom_seed": VALIDATION_PHANTOM_SEED + index})
     return found
 
 
@@ -80,6 +92,8 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=5, help="consecutive slices per pair")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--phantoms", type=int, default=2, help="procedural torso phantoms (8 slices each)")
+    parser.add_argument("--validation-phantoms", type=int, default=0,
+                        help="procedural torso phantoms for the validation split (seeds of their own)")
     parser.add_argument("--target-noise", action="store_true",
                         help="give 70 %% of the targets a clinical normal-dose noise grain")
     parser.add_argument("--without-pycerr", action="store_true", help="leave pycerr's CC BY-NC chest CT out")
@@ -90,7 +104,7 @@ def main() -> int:
                     if args.target_noise else AcquisitionDistribution())
     first_draws = np.random.default_rng(SEED)
     tasks, datalist = [], {"description": __doc__.strip().splitlines()[0], "training": [], "validation": []}
-    for source_index, source in enumerate(sources(not args.without_pycerr, args.phantoms)):
+    for source_index, source in enumerate(sources(not args.without_pycerr, args.phantoms, args.validation_phantoms)):
         volume, _, _ = load(source)
         for draw in range(args.draws):
             # Draw 0 keeps the stream of the first data set; each later draw of each source has its own stream,
@@ -114,13 +128,22 @@ def main() -> int:
         for done, entry in enumerate(pool.map(simulate_chunk, tasks), 1):
             print(f"[{done}/{len(tasks)}] {entry['ldct']} {entry['acquisition']}", flush=True)
     (args.out / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
-    # Validating on all 15 pairs takes minutes per epoch on a CPU: two head and three chest pairs instead.
-    validation = datalist["validation"]
-    quick = ([e for e in validation if e["source"] == "cranium-val"][:2]
-             + [e for e in validation if e["source"] == "chest-pat_4"][2:8:2])
-    (args.out / "datalist_quickval.json").write_text(json.dumps({**datalist, "validation": quick}, indent=1) + "\n")
+    (args.out / "datalist_quickval.json").write_text(json.dumps(quick_validation(datalist), indent=1) + "\n")
     print(f"datalists: {args.out / 'datalist.json'}, {args.out / 'datalist_quickval.json'}")
     return 0
+
+
+def quick_validation(datalist: dict) -> dict:
+    """The datalist with a validation split small enough for every epoch on a CPU (all of it takes minutes):
+    two head pairs, three chest pairs and the first pair of each validation phantom."""
+    validation = datalist["validation"]
+    phantoms: dict = {}
+    for entry in validation:
+        if entry["source"].startswith("torso-phantom-val"):
+            phantoms.setdefault(entry["source"], entry)
+    quick = ([e for e in validation if e["source"] == "cranium-val"][:2]
+             + [e for e in validation if e["source"] == "chest-pat_4"][2:8:2] + list(phantoms.values()))
+    return {**datalist, "validation": quick}
 
 
 if __name__ == "__main__":
