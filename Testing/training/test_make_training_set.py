@@ -4,6 +4,8 @@ The simulation itself (astra, the `[data]` extra) is tested in Testing/TSCDenois
 
 import importlib.util
 
+import pytest
+
 from .conftest import BUNDLE
 
 SCRIPT = BUNDLE / "scripts" / "make_training_set.py"
@@ -28,6 +30,8 @@ def test_validation_phantoms_are_new_sources_after_the_existing_ones():
     validation_seeds = {s["phantom_seed"] for s in added}
     assert len(validation_seeds) == 2 and not validation_seeds & training_seeds  # no training anatomy in validation
     assert len({s["name"] for s in after}) == len(after)  # file names carry the source name
+    with pytest.raises(SystemExit, match="seeds"):
+        script.sources(with_pycerr=False, phantoms=101, validation_phantoms=1)
 
 
 def test_quick_validation_takes_two_head_pairs_and_one_pair_per_validation_phantom():

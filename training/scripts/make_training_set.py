@@ -50,6 +50,9 @@ def sources(with_pycerr: bool = True, phantoms: int = 2, validation_phantoms: in
 
     The validation phantoms come last, so adding them changes no pair of the sources before them (draw 0
     of every source shares one random stream, in this order)."""
+    if 100 + phantoms > VALIDATION_PHANTOM_SEED:
+        raise SystemExit(f"--phantoms {phantoms}: at most {VALIDATION_PHANTOM_SEED - 100}, or training phantoms would "
+                         "repeat the validation phantoms' seeds")
     found = [
         {"name": "cranium-train", "split": "training", "crop": False, "path": CRANIUM / "ndct_training.nii.gz"},
         {"name": "cranium-val", "split": "validation", "crop": False, "path": CRANIUM / "ndct_validation.nii.gz"},
