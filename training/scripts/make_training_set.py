@@ -4,12 +4,12 @@
     python training/scripts/make_training_set.py [--out training/data/wide] [--draws 1] [--workers 2]
     python training/scripts/make_training_set.py --out training/data/texture --draws 3 --phantoms 4 \
         --target-noise --without-pycerr      # clinical grain in the targets; no non-commercial data
-        [--validation-phantoms 2]            # torso phantoms for validation only (body anatomy there)
+    ... [--validation-phantoms 2]            # and torso phantoms for validation only
 
 Sources (normal dose): the bundled Cranium head's training and validation slabs (GPL-2), pycerr's four
 chest patients (pat_1-3 training, pat_4 validation; CC BY-NC 3.0) and procedural torso phantoms (ours;
-`--validation-phantoms` more, of their own seeds, for validation only: without pycerr the validation set is
-otherwise two slabs of the training head, which cannot tell apart checkpoints that differ on body CT).
+`--validation-phantoms` more, of their own seeds and random streams, for validation only: without pycerr
+the validation set is otherwise the held-out slab of the training head, with no body anatomy).
 Every chunk of consecutive slices gets its own acquisition drawn from
 `TSCDenoiseLib.training.acquisition.AcquisitionDistribution` (dose log-uniform 5-50 %, FBP filter,
 pixel spacing 0.4-1.0 mm, and for the chest crops a 30-40 cm body around them), recorded in the
@@ -42,17 +42,24 @@ PYCERR = REPO / "training" / "data" / "pycerr" / "radiomics_phantom_dicom"
 SEED = 20261130
 
 
-VALIDATION_PHANTOM_SEED = 200  # training phantoms use 100, 101, ...: no validation phantom repeats one
+TRAINING_PHANTOM_SEED = 100  # phantom i of the training split has seed 100 + i
+VALIDATION_PHANTOM_SEED = 200  # and of the validation split 200 + i: no validation phantom repeats one
+VALIDATION_PHANTOM_PREFIX = "torso-phantom-val"
+PHANTOM_SHAPE = (8, 480, 480)
 
 
 def sources(with_pycerr: bool = True, phantoms: int = 2, validation_phantoms: int = 0) -> list[dict]:
     """Each source: name, split, whether it is a crop of a body, and how to load it.
 
-    The validation phantoms come last, so adding them changes no pair of the sources before them (draw 0
-    of every source shares one random stream, in this order)."""
-    if 100 + phantoms > VALIDATION_PHANTOM_SEED:
-        raise SystemExit(f"--phantoms {phantoms}: at most {VALIDATION_PHANTOM_SEED - 100}, or training phantoms would "
-                         "repeat the validation phantoms' seeds")
+    Raises:
+        ValueError: a negative count, or so many training phantoms that their seeds reach the validation
+            phantoms'.
+    """
+    if phantoms < 0 or validation_phantoms < 0:
+        raise ValueError("phantom counts must be 0 or more")
+    if validation_phantoms and TRAINING_PHANTOM_SEED + phantoms > VALIDATION_PHANTOM_SEED:
+        raise ValueError(f"at most {VALIDATION_PHANTOM_SEED - TRAINING_PHANTOM_SEED} training phantoms beside "
+                         "validation phantoms, or they would repeat the validation phantoms' seeds")
     found = [
         {"name": "cranium-train", "split": "training", "crop": False, "path": CRANIUM / "ndct_training.nii.gz"},
         {"name": "cranium-val", "split": "validation", "crop": False, "path": CRANIUM / "ndct_validation.nii.gz"},
@@ -61,9 +68,10 @@ def sources(with_pycerr: bool = True, phantoms: int = 2, validation_phantoms: in
         if with_pycerr and (PYCERR / patient).is_dir():
             found.append({"name": f"chest-{patient}", "split": split, "crop": True, "path": PYCERR / patient})
     for index in range(phantoms):
-        found.append({"name": f"torso-phantom-{index}", "split": "training", "crop": False, "phantom_seed": 100 + index})
+        found.append({"name": f"torso-phantom-{index}", "split": "training", "crop": False,
+                      "phantom_seed": TRAINING_PHANTOM_SEED + index})
     for index in range(validation_phantoms):
-        found.append({"name": f"torso-phantom-val-{index}", "split": "validation", "crop": False,
+        found.append({"name": f"{VALIDATION_PHANTOM_PREFIX}-{index}", "split": "validation", "crop": False,
                       "phantom_seed": VALIDATION_PHANTOM_SEED + index})
     return found
 
@@ -72,7 +80,7 @@ def load(source: dict) -> tuple[np.ndarray, float, float]:
     """(volume HU, pixel spacing mm, slice spacing mm)."""
     if "phantom_seed" in source:
         spacing = (0.8, 0.8, 3.0)
-        return make_phantom((8, 480, 480), "torso", spacing, seed=source["phantom_seed"]), 0.8, 3.0
+        return make_phantom(PHANTOM_SHAPE, "torso", spacing, seed=source["phantom_seed"]), 0.8, 3.0
     volume, geometry = read_ct(source["path"])
     return volume, float(geometry.spacing[0]), float(geometry.spacing[2])
 
@@ -86,6 +94,49 @@ def simulate_chunk(task: dict) -> dict:
     write_ct(ndct, geometry, out / f"{task['stem']}_ndct.nii.gz", overwrite=True)
     write_ct(ldct, geometry, out / f"{task['stem']}_ldct.nii.gz", overwrite=True)
     return task["entry"]
+
+
+def slice_count(source: dict) -> int:
+    """Slices of a source volume (a phantom's without making it)."""
+    if "phantom_seed" in source:
+        return PHANTOM_SHAPE[0]
+    return int(load(source)[0].shape[0])
+
+
+def random_stream(source: dict, source_index: int, draw: int, first_draws: np.random.Generator) -> np.random.Generator:
+    """Where a draw's acquisitions and noise seeds come from.
+
+    Draw 0 of the original sources keeps the one stream of the first data set (in source order); each later
+    draw has its own, so adding draws changes no existing pair and no two pairs share a noise seed. A
+    validation phantom has streams of its own seed, so adding them, or more training phantoms before them,
+    moves no pair of any source."""
+    if source["split"] == "validation" and "phantom_seed" in source:
+        return np.random.default_rng([SEED, source["phantom_seed"], draw])
+    return first_draws if draw == 0 else np.random.default_rng([SEED, draw, source_index])
+
+
+def plan_pairs(chosen: list[dict], draws: int, chunk: int, distribution: AcquisitionDistribution
+               ) -> tuple[list[dict], dict]:
+    """Every pair of the data set: its simulation task (source, slices, acquisition, noise seed, file stem, datalist
+    entry) and the datalist, in a fixed order. The random draws are made for every pair, whether or not its
+    files exist already, so the same arguments always plan the same pairs."""
+    first_draws = np.random.default_rng(SEED)
+    planned, datalist = [], {"description": __doc__.strip().splitlines()[0], "training": [], "validation": []}
+    for source_index, source in enumerate(chosen):
+        depth = slice_count(source)
+        for draw in range(draws):
+            rng = random_stream(source, source_index, draw, first_draws)
+            for start in range(0, depth, chunk):
+                stop = min(start + chunk, depth)
+                acquisition = distribution.draw(rng, in_body=source["crop"])
+                seed = int(rng.integers(2**31))
+                stem = f"{source['split']}/{source['name']}_z{start:03d}-{stop:03d}_d{draw}"
+                entry = {"ndct": f"{stem}_ndct.nii.gz", "ldct": f"{stem}_ldct.nii.gz", "source": source["name"],
+                         "acquisition": acquisition.as_dict()}
+                datalist[source["split"]].append(entry)
+                planned.append({"source": source, "start": start, "stop": stop, "acquisition": acquisition,
+                                "seed": seed, "stem": stem, "entry": entry})
+    return planned, datalist
 
 
 def main() -> int:
@@ -105,27 +156,14 @@ def main() -> int:
         print("note: pycerr's chest CT is missing (run training/scripts/fetch_pycerr_chest.py); head and phantoms only")
     distribution = (AcquisitionDistribution(reference_dose_range=(0.35, 1.0), reference_noise_probability=0.7)
                     if args.target_noise else AcquisitionDistribution())
-    first_draws = np.random.default_rng(SEED)
-    tasks, datalist = [], {"description": __doc__.strip().splitlines()[0], "training": [], "validation": []}
-    for source_index, source in enumerate(sources(not args.without_pycerr, args.phantoms, args.validation_phantoms)):
-        volume, _, _ = load(source)
-        for draw in range(args.draws):
-            # Draw 0 keeps the stream of the first data set; each later draw of each source has its own stream,
-            # so adding draws changes no existing pair and no two pairs share a noise seed.
-            rng = first_draws if draw == 0 else np.random.default_rng([SEED, draw, source_index])
-            for start in range(0, volume.shape[0], args.chunk):
-                stop = min(start + args.chunk, volume.shape[0])
-                acquisition = distribution.draw(rng, in_body=source["crop"])
-                seed = int(rng.integers(2**31))  # drawn even when the pair exists, so later draws stay the same
-                stem = f"{source['split']}/{source['name']}_z{start:03d}-{stop:03d}_d{draw}"
-                entry = {"ndct": f"{stem}_ndct.nii.gz", "ldct": f"{stem}_ldct.nii.gz", "source": source["name"],
-                         "acquisition": acquisition.as_dict()}
-                datalist[source["split"]].append(entry)
-                if (args.out / entry["ldct"]).is_file():
-                    continue
-                (args.out / source["split"]).mkdir(parents=True, exist_ok=True)
-                tasks.append({"source": source, "start": start, "stop": stop, "acquisition": acquisition,
-                              "seed": seed, "stem": stem, "out": str(args.out), "entry": entry})
+    try:
+        chosen = sources(not args.without_pycerr, args.phantoms, args.validation_phantoms)
+    except ValueError as error:
+        parser.error(str(error))
+    planned, datalist = plan_pairs(chosen, args.draws, args.chunk, distribution)
+    tasks = [dict(task, out=str(args.out)) for task in planned if not (args.out / task["entry"]["ldct"]).is_file()]
+    for split in ("training", "validation"):
+        (args.out / split).mkdir(parents=True, exist_ok=True)
     print(f"{len(tasks)} pairs to simulate, {sum(len(v) for k, v in datalist.items() if k != 'description')} in all")
     with ProcessPoolExecutor(args.workers) as pool:
         for done, entry in enumerate(pool.map(simulate_chunk, tasks), 1):
@@ -142,7 +180,7 @@ def quick_validation(datalist: dict) -> dict:
     validation = datalist["validation"]
     phantoms: dict = {}
     for entry in validation:
-        if entry["source"].startswith("torso-phantom-val"):
+        if entry["source"].startswith(VALIDATION_PHANTOM_PREFIX):
             phantoms.setdefault(entry["source"], entry)
     quick = ([e for e in validation if e["source"] == "cranium-val"][:2]
              + [e for e in validation if e["source"] == "chest-pat_4"][2:8:2] + list(phantoms.values()))
