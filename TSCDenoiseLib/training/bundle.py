@@ -139,17 +139,24 @@ def read_training_state(path: str | Path) -> dict:
     return state
 
 
-def check_resume(path: str | Path, run: RunRecord) -> None:
+def check_resume(path: str | Path, run: RunRecord, averaged: bool = False) -> None:
     """Refuse a resume file of another stage, or one whose student trained against another teacher.
 
     Args:
         path: the training state to resume from (bundle key `resume`).
         run: the stage this run resumes, with the teacher its config names.
+        averaged: whether this run averages its weights; the state must then hold the average.
 
     Raises:
         InvalidInputError: naming the file, what it holds and the keys to change.
     """
     state = read_training_state(path)
+    if averaged and "averaged_network" not in state:
+        raise InvalidInputError(
+            f"Training state {path} was saved by a run without weight averaging, so it cannot resume one with it "
+            "(bundle key 'weight_averaging'). Resume it with --weight_averaging None, or start a new averaged run "
+            "from its weights (--student_init with a model file)."
+        )
     recorded = state.get("run")
     if not isinstance(recorded, dict):
         return  # written before the bundle recorded its run: nothing to compare
@@ -193,6 +200,7 @@ def check_run(
     resumed: Optional[RunRecord] = None,
     checkpoints: Sequence[tuple] = (),
     datasets: Sequence[Any] = (),
+    averaged: bool = False,
 ) -> None:
     """The config's entry check (`initialize`): every input of the run, before any folder is made.
 
@@ -201,6 +209,8 @@ def check_run(
         resumed: the run record of the stage that `resume` continues.
         checkpoints: (path or None, bundle key) of the checkpoints the run reads (teacher, warm start).
         datasets: passed only so that they are built (loaded and checked) at this point.
+        averaged: whether this run averages its weights (bundle key `weight_averaging`): a resumed state
+            must then hold the average too.
 
     Raises:
         TSCDenoiseError: the first problem found, naming the file and the bundle key.
@@ -208,7 +218,7 @@ def check_run(
     for path, key in checkpoints:
         check_checkpoint(path, key)
     if resume is not None:
-        check_resume(resume, resumed)
+        check_resume(resume, resumed, averaged)
 
 
 def _running_parser():

@@ -296,3 +296,35 @@ def test_a_calibrated_noise_map_student_trains_and_says_so(tmp_path):
     train(tmp_path / "plain", stage="student", lambda_kt=0.0, lambda_cr=0.0, network_config=conditioned,
           teacher_checkpoint=str(tmp_path / "absent.pt"))
     assert "noise_map_calibrated" not in read_checkpoint(tmp_path / "plain" / "model.pt")["metadata"]
+
+
+def test_an_averaged_run_validates_and_saves_the_average_and_resumes_it(tmp_path):
+    """`weight_averaging`: the best-model file holds the mean of the weights after each step, across a resume."""
+    from TSCDenoiseLib.errors import InvalidInputError
+    from TSCDenoiseLib.training.bundle import user_error
+
+    pixel_only = dict(stage="student", lambda_kt=0.0, lambda_cr=0.0, teacher_checkpoint=str(tmp_path / "absent.pt"),
+                      iterations_per_epoch=1, learning_rate=0.01, min_learning_rate=0.01)  # constant: every step moves
+    train(tmp_path / "first", weight_averaging="mean", **pixel_only)
+    first_state = next((tmp_path / "first" / "student_state").glob("*final*.pt"))
+    first = torch.load(first_state, weights_only=True)
+    train(tmp_path / "second", weight_averaging="mean", resume=str(first_state), student_epochs=2, **pixel_only)
+    second = torch.load(next((tmp_path / "second" / "student_state").glob("*final*.pt")), weights_only=True)
+    saved = read_checkpoint(tmp_path / "second" / "model.pt")
+    assert int(second["averaged_network"]["n_averaged"]) == 2
+    for name, weight in saved["state_dict"].items():
+        # The mean of the weights after step 1 (the first run's) and step 2 (the resumed run's) ...
+        expected = (first["network"][name] + second["network"][name]) / 2
+        torch.testing.assert_close(weight.float(), expected)
+        torch.testing.assert_close(second["averaged_network"]["module." + name], expected)
+    # ... which is not the network the optimizer stepped.
+    assert any(not torch.equal(saved["state_dict"][k].float(), second["network"][k]) for k in saved["state_dict"])
+    assert saved["metadata"]["weight_averaging"] == "mean"
+    # A state saved without averaging cannot resume an averaged run: one error naming the key.
+    train(tmp_path / "plain", **pixel_only)
+    plain_state = next((tmp_path / "plain" / "student_state").glob("*final*.pt"))
+    with pytest.raises(Exception) as caught:
+        train(tmp_path / "refused", weight_averaging="mean", resume=str(plain_state), student_epochs=2, **pixel_only)
+    error = user_error(caught.value)
+    assert isinstance(error, InvalidInputError) and "weight_averaging" in str(error)
+    assert "weight_averaging" not in read_checkpoint(tmp_path / "plain" / "model.pt")["metadata"]
