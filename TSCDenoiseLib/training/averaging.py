@@ -66,23 +66,28 @@ def validated_network(network: nn.Module, averaged: Optional[AveragedModel]) -> 
 class WeightAveraging:
     """Attach to a trainer: after every iteration, fold the network's new weights into `averaged`.
 
+    Up to iteration `start_iteration` the average is restarted at every step, so it is simply the current
+    weights (what validation then scores); averaging proper begins after it, leaving the early weights out.
     Under DDP every rank holds the same weights after a step, so every rank's average is the same too.
     """
 
-    def __init__(self, averaged: AveragedModel, network: nn.Module) -> None:
+    def __init__(self, averaged: AveragedModel, network: nn.Module, start_iteration: int = 0) -> None:
         self.averaged = averaged
         self.network = network
+        self.start_iteration = int(start_iteration)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
+        if engine.state.iteration <= self.start_iteration:
+            self.averaged.n_averaged.zero_()  # the next update copies the weights instead of averaging them
         self.averaged.update_parameters(unwrap(self.network))
 
 
-def averaging_metadata(kind: Optional[str], ema_decay: float, min_learning_rate: float) -> dict:
+def averaging_metadata(kind: Optional[str], ema_decay: float, start_epoch: int, min_learning_rate: float) -> dict:
     """What a checkpoint of an averaged run records about the averaging (nothing for a run without it)."""
     if kind is None:
         return {}
     return {"weight_averaging": kind, **({"ema_decay": float(ema_decay)} if kind == "ema" else {}),
-            "min_learning_rate": float(min_learning_rate)}
+            "averaging_start_epoch": int(start_epoch), "min_learning_rate": float(min_learning_rate)}

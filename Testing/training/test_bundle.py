@@ -298,6 +298,7 @@ def test_a_calibrated_noise_map_student_trains_and_says_so(tmp_path):
     assert "noise_map_calibrated" not in read_checkpoint(tmp_path / "plain" / "model.pt")["metadata"]
 
 
+@pytest.mark.slow
 def test_an_averaged_run_validates_and_saves_the_average_and_resumes_it(tmp_path):
     """`weight_averaging`: the best-model file holds the mean of the weights after each step, across a resume."""
     from TSCDenoiseLib.errors import InvalidInputError
@@ -320,6 +321,21 @@ def test_an_averaged_run_validates_and_saves_the_average_and_resumes_it(tmp_path
     # ... which is not the network the optimizer stepped.
     assert any(not torch.equal(saved["state_dict"][k].float(), second["network"][k]) for k in saved["state_dict"])
     assert saved["metadata"]["weight_averaging"] == "mean"
+    # scripts/export_training_state.py writes the state's average (here the same epoch as the best file) ...
+    second_state = next((tmp_path / "second" / "student_state").glob("*final*.pt"))
+    exported = tmp_path / "exported.pt"
+    command = [sys.executable, str(BUNDLE / "scripts" / "export_training_state.py"), str(second_state),
+               "--like", str(tmp_path / "second" / "model.pt"), "--out", str(exported), "--averaged"]
+    subprocess.run(command, check=True, capture_output=True)
+    payload = read_checkpoint(exported)
+    assert all(torch.equal(payload["state_dict"][k], saved["state_dict"][k]) for k in saved["state_dict"])
+    assert (payload["metadata"]["epoch"], payload["metadata"]["iterations"]) == (2, 2)
+    assert "best_metric_value" not in payload["metadata"]
+    # ... and, without --averaged, the network the optimizer stepped; it never replaces a file.
+    network_file = tmp_path / "network.pt"
+    subprocess.run(command[:-2] + [str(network_file)], check=True, capture_output=True)
+    assert all(torch.equal(read_checkpoint(network_file)["state_dict"][k], second["network"][k]) for k in second["network"])
+    assert subprocess.run(command, capture_output=True).returncode != 0
     # A state saved without averaging cannot resume an averaged run: one error naming the key.
     train(tmp_path / "plain", **pixel_only)
     plain_state = next((tmp_path / "plain" / "student_state").glob("*final*.pt"))
