@@ -31,6 +31,11 @@ PathLike = Union[str, os.PathLike]
 
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module a ``DataParallel`` or ``DistributedDataParallel`` wrapper holds, or `model` itself."""
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
 def save_model(
     model: nn.Module,
     path: PathLike,
@@ -62,8 +67,7 @@ def save_model(
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
+    model = unwrap(model)
     if type(model).__name__ not in NETWORKS:
         raise ValueError(f"save_model writes {', '.join(NETWORKS)} networks, not {type(model).__name__}.")
     window = HUWindow.from_any(hu_window if hu_window is not None else getattr(model, "hu_window", None))

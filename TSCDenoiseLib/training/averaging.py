@@ -13,17 +13,12 @@ from typing import Optional
 
 from ignite.engine import Engine, Events
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..core.checkpoint import unwrap
 from ..errors import InvalidInputError
 
 AVERAGING_KINDS = ("ema", "mean")
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """The module a ``DistributedDataParallel`` wrapper holds, or `network` itself."""
-    return network.module if isinstance(network, DistributedDataParallel) else network
 
 
 def averaged_copy(network: nn.Module, kind: Optional[str], ema_decay: float = 0.999) -> Optional[AveragedModel]:

@@ -40,8 +40,6 @@ def state_weights(state: dict, averaged: bool) -> dict:
 
 
 def main() -> int:
-    import torch
-
     from TSCDenoiseLib.core.checkpoint import model_from_checkpoint, read_checkpoint, save_model
     from TSCDenoiseLib.training.bundle import read_training_state
 
@@ -65,9 +63,8 @@ def main() -> int:
     epoch = iteration // int(trainer["epoch_length"])  # states are saved at epoch ends
     metadata.update(epoch=epoch, iterations=iteration, exported_from="averaged weights" if args.averaged else "network")
     metadata.update(dict(metadata_entry(item) for item in args.metadata))
-    with torch.no_grad():
-        save_model(model, args.out, role=payload["role"], hu_window=payload["hu_window"],
-                   half_precision=args.half_precision, **metadata)
+    save_model(model, args.out, role=payload["role"], hu_window=payload["hu_window"],
+               half_precision=args.half_precision, **metadata)
     print(f"{args.out}: {'averaged weights' if args.averaged else 'network'} of {args.state.name} "
           f"(epoch {epoch}, iteration {iteration})")
     return 0
