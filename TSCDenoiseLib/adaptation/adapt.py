@@ -4,6 +4,8 @@ time budget, and keep it only if a held-out, reference-free criterion says it is
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import time
 from typing import Callable, Optional, Sequence, Tuple, Union
 
@@ -58,8 +60,8 @@ def adapt_model(
         strategy: "auto" (r2r), or one of "r2r", "noisier", "adjacent" (slices <= 1.5 mm, 3 or more).
         steps: train exactly this many steps (still stopped by the budget).
         device: where to train ("auto", "cpu", "cuda", ...).
-        settings: patch size, batch, learning rate, r2r's alpha (`TrainSettings`); `strategy` wins over
-            its strategy field.
+        settings: patch size, batch, learning rate, r2r's alpha, the output anchor's weight
+            (`TrainSettings`); `strategy` wins over its strategy field.
         safeguard: False returns the adapted copy whatever the held-out verdict (for evaluations; the
             report still gives the verdict).
         strength: the noise-map strength the returned model will denoise at (`denoise_volume`'s; "auto",
@@ -74,7 +76,7 @@ def adapt_model(
 
     Raises:
         InvalidVolumeError: the array is not a CT in HU.
-        InvalidInputError: bad `budget_s`, `strategy` or `steps`, or a scan too small for patches.
+        InvalidInputError: bad `budget_s`, `strategy`, `steps` or anchor weight, or a scan too small for patches.
         DenoiseCancelled: `cancel()` returned True; `model` is unchanged.
     """
     started = time.monotonic()
@@ -172,8 +174,10 @@ def _checked(settings: TrainSettings, strategy: str, shape: Sequence[int], spaci
     if patch < 16:
         raise InvalidInputError(f"The scan's slices ({shape[1]} x {shape[2]}) are too small to adapt to "
                                 f"({16 * PATCHES_ACROSS} x {16 * PATCHES_ACROSS} at least).")
-    return TrainSettings(strategy=strategy, patch=patch, batch=settings.batch, learning_rate=settings.learning_rate,
-                         alpha=settings.alpha)
+    anchor = settings.anchor_weight
+    if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or not (math.isfinite(anchor) and anchor >= 0):
+        raise InvalidInputError(f"anchor_weight must be a finite number >= 0 (0 = no anchor), got {anchor!r}.")
+    return dataclasses.replace(settings, strategy=strategy, patch=patch)
 
 
 def _progress(progress: Optional[ProgressFn], started: float, budget_s: float, steps: Optional[int],

@@ -3,6 +3,7 @@ deadline, a step count or the caller's cancel."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -28,6 +29,10 @@ class TrainSettings:
     batch: int = 4
     learning_rate: float = 5e-5
     alpha: float = 0.5  # r2r's recorruption strength (input noise x sqrt(1 + a^2))
+    # > 0 adds anchor_weight x the squared difference between the copy's and the original's outputs on the
+    # scan's own patches, so the copy moves only where the self-supervised pairs outweigh what the original
+    # knows. Measured with bundle 0.8.0, not the default (training/docs/adaptation, "An output anchor").
+    anchor_weight: float = 0.0
 
 
 def fine_tune(model: nn.Module, volume_hu: np.ndarray, noise: ScanNoiseModel, split: Split, settings: TrainSettings,
@@ -46,6 +51,7 @@ def fine_tune(model: nn.Module, volume_hu: np.ndarray, noise: ScanNoiseModel, sp
         DenoiseCancelled: `cancel()` returned True (polled before every step).
     """
     window = window_of(model)
+    anchor = _frozen_copy(model) if settings.anchor_weight > 0 else None
     rng = np.random.default_rng([seed, 1])
     generator = torch.Generator().manual_seed(seed * 1000 + 2)
     parameters = [p for p in model.parameters()]
@@ -71,6 +77,8 @@ def fine_tune(model: nn.Module, volume_hu: np.ndarray, noise: ScanNoiseModel, sp
         else:
             prediction = model(network_input(inputs, window))
             loss = masked_mse(prediction.float(), network_target(targets, window), tissue_weights(scans)).mean()
+        if anchor is not None:
+            loss = loss + settings.anchor_weight * _anchor_loss(model, anchor, scans, window)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -79,6 +87,22 @@ def fine_tune(model: nn.Module, volume_hu: np.ndarray, noise: ScanNoiseModel, sp
     for parameter in parameters:
         parameter.requires_grad_(False)
     return steps
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """The model as it is before fine-tuning, for the anchor (no gradients)."""
+    frozen = copy.deepcopy(model).eval()
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    return frozen
+
+
+def _anchor_loss(model: nn.Module, anchor: nn.Module, scans: torch.Tensor, window) -> torch.Tensor:
+    """Mean squared difference, on tissue, between the copy's and the original's outputs on the scan patches."""
+    inputs = network_input(scans, window)
+    with torch.no_grad():
+        reference = anchor(inputs).float()
+    return masked_mse(model(inputs).float(), reference, tissue_weights(scans)).mean()
 
 
 def _sure_loss(model: nn.Module, scans: torch.Tensor, probes: torch.Tensor, noise: ScanNoiseModel, positions,

@@ -6,6 +6,7 @@ kernel than training, against the unadapted model and tuned BM3D.
         [--out training/docs/adaptation]     # writes adaptation.json and adaptation.md
         [--steps-from training/docs/adaptation/adaptation.json]  # each row's step count from an earlier run
         [--before REV] [--name STEM]          # also judge each copy with the safeguard at git REV; STEM.json/.md
+        [--train-at-auto] [--anchor-weight W] # train at the final pass's strength; the output anchor's weight
 
 Cases, low-dose simulation (parallel beam, Shepp-Logan filter, electronic noise: not training's fan beam),
 BM3D tuning (its cached results) and the figures come from `benchmark_unseen_ct.py`; one more case is the
@@ -102,7 +103,8 @@ def judge(safeguard: types.ModuleType, low: np.ndarray, model, adapted, spacing,
 
 
 def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool, steps_from: dict | None = None,
-             before: types.ModuleType | None = None, before_name: str = "", train_at_auto: bool = False) -> dict:
+             before: types.ModuleType | None = None, before_name: str = "", train_at_auto: bool = False,
+             settings: TrainSettings | None = None) -> dict:
     low = unseen.simulate(case, dose)
     rows = {"LDCT input": unseen.figures(low, case)}
     cache = unseen.DATA / "eval" / "cache" / f"{case['name']}@{dose}.npz"
@@ -127,7 +129,7 @@ def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bo
         started = time.perf_counter()
         adapted, report = adapt_model(low, model, case["spacing"], budget_s=budget if steps is None else 1e6, seed=0,
                                       strategy=strategy, steps=steps, device="cpu", safeguard=False,
-                                      strength=automatic if train_at_auto else 1.0)
+                                      strength=automatic if train_at_auto else 1.0, settings=settings)
         image = denoise_volume(low, adapted, device="cpu", strength=1.0)
         seconds = time.perf_counter() - started
         candidate = unseen.figures(image, case)
@@ -191,8 +193,11 @@ def main() -> int:
     parser.add_argument("--train-at-auto", action="store_true",
                         help="train and judge each copy at the strength auto chooses for the scan (the product's "
                              "final pass) instead of 1.0")
+    parser.add_argument("--anchor-weight", type=float, default=0.0,
+                        help="TrainSettings.anchor_weight: pull the copy's output towards the original's (0 = off)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    settings = TrainSettings(anchor_weight=args.anchor_weight)
     unseen.DATA = args.data
     model = load_model(args.model, device="cpu")
     steps_from = json.loads(args.steps_from.read_text())["results"] if args.steps_from else None
@@ -203,7 +208,7 @@ def main() -> int:
         cases = [c for c in cases if c["name"] in args.cases]
     results: dict = {}
     report = {"model": str(args.model.name), "budget_s": args.budget, "threads": 1, "doses": args.doses,
-              "trained_at": "auto" if args.train_at_auto else 1.0,
+              "trained_at": "auto" if args.train_at_auto else 1.0, "anchor_weight": args.anchor_weight,
               "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
     if steps_from is not None:  # the budget did not decide the steps; an earlier report did
         report.update(steps_from=args.steps_from.name, safeguard_before=args.before)
@@ -214,12 +219,13 @@ def main() -> int:
             if steps_from is not None and key not in steps_from:
                 continue
             results[key] = rows_for(case, dose, model, args.strategies, args.budget, args.bm3d, steps_from, before,
-                                    args.before or "", args.train_at_auto)
+                                    args.before or "", args.train_at_auto, settings)
             print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
             write_report(args.out, args.name, report, markdown(results))
     if slab is not None:
         key = f"{slab['name']}@{args.doses[0]}"
-        results[key] = rows_for(slab, args.doses[0], model, ["r2r"], args.slab_budget, False)
+        results[key] = rows_for(slab, args.doses[0], model, ["r2r"], args.slab_budget, False,
+                                train_at_auto=args.train_at_auto, settings=settings)
         print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
         write_report(args.out, args.name, report, markdown(results))
     return 0

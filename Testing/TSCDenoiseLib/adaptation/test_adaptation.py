@@ -217,6 +217,24 @@ def test_adjacent_slices_need_thin_slices_and_bad_options_are_refused(slab, tiny
         adapt_model(noisy[:, :20, :20], tiny_net, SPACING, steps=1)
 
 
+def test_the_output_anchor_keeps_the_copy_near_the_original(slab, tiny_net):
+    _, noisy = slab
+    original = denoise_volume(noisy, tiny_net, amp=False)
+
+    def drift(anchor_weight):
+        settings = TrainSettings(patch=32, batch=4, learning_rate=1e-3, anchor_weight=anchor_weight)
+        adapted, report = adapt_model(noisy, tiny_net, SPACING, budget_s=120, steps=20, settings=settings,
+                                      device="cpu", safeguard=False)
+        assert report.settings["anchor_weight"] == anchor_weight
+        return float(np.mean((denoise_volume(noisy, adapted, amp=False) - original) ** 2))
+
+    free, anchored = drift(0.0), drift(100.0)
+    assert free > 0 and anchored < 0.25 * free
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(InvalidInputError, match="anchor_weight"):
+            adapt_model(noisy, tiny_net, SPACING, steps=1, settings=TrainSettings(anchor_weight=bad))
+
+
 @pytest.mark.parametrize("strategy", ["noisier", "adjacent", "sure"])
 def test_every_strategy_trains(slab, tiny_net, strategy):
     _, noisy = slab
