@@ -13,7 +13,7 @@ BM3D tuning (its cached results) and the figures come from `benchmark_unseen_ct.
 whole Cranium sample test slab (18 slices of 1.5 mm), where the adjacent-slice strategy applies. Every
 strategy is trained with the safeguard off, so the table shows what the fine-tuned copy does ("candidate")
 and, separately, what the safeguard chose ("returned": the candidate if it chose it, else the default).
-Runs on one thread (torch.set_num_threads(1)); seconds are wall-clock on a shared machine.
+Runs on one thread unless --threads says otherwise; seconds are wall-clock on a shared machine.
 
 A safeguard change is measured on the same fine-tuned copies: `--steps-from` trains each row for the step count
 an earlier report gives it (same seed and steps: the same copy, whatever the machine's load; the budget then
@@ -195,8 +195,9 @@ def main() -> int:
                              "final pass) instead of 1.0")
     parser.add_argument("--anchor-weight", type=float, default=0.0,
                         help="TrainSettings.anchor_weight: pull the copy's output towards the original's (0 = off)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the budgets' figures so far)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     settings = TrainSettings(anchor_weight=args.anchor_weight)
     unseen.DATA = args.data
     model = load_model(args.model, device="cpu")
@@ -207,7 +208,7 @@ def main() -> int:
     if args.cases:
         cases = [c for c in cases if c["name"] in args.cases]
     results: dict = {}
-    report = {"model": str(args.model.name), "budget_s": args.budget, "threads": 1, "doses": args.doses,
+    report = {"model": str(args.model.name), "budget_s": args.budget, "threads": args.threads, "doses": args.doses,
               "trained_at": "auto" if args.train_at_auto else 1.0, "anchor_weight": args.anchor_weight,
               "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
     if steps_from is not None:  # the budget did not decide the steps; an earlier report did
