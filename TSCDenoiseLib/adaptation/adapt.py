@@ -54,13 +54,14 @@ def adapt_model(
         spacing: voxel spacing (x, y, z) in mm, as `io.read_ct`'s geometry gives it.
         budget_s: wall-clock budget for everything (noise estimate, training, the safeguard's scoring).
         seed: the random seed of patches and synthetic noise; the same seed and number of steps give the
-            same model (the budget decides the number of steps unless `steps` fixes it).
+            same model (the budget decides the number of steps unless `steps`, or `settings.max_steps`,
+            stops it sooner).
         progress: `progress(done, total)`, total being 1000, as the budget (or `steps`) is used up.
         cancel: polled before every step; True stops and raises `DenoiseCancelled`.
         strategy: "auto" (r2r), or one of "r2r", "noisier", "adjacent" (slices <= 1.5 mm, 3 or more).
-        steps: train exactly this many steps (still stopped by the budget).
+        steps: train exactly this many steps, instead of `settings.max_steps` (still stopped by the budget).
         device: where to train ("auto", "cpu", "cuda", ...).
-        settings: patch size, batch, learning rate, r2r's alpha, the output anchor's weight
+        settings: patch size, batch, learning rate, r2r's alpha, the output anchor's weight, the step cap
             (`TrainSettings`); `strategy` wins over its strategy field.
         safeguard: False returns the adapted copy whatever the held-out verdict (for evaluations; the
             report still gives the verdict).
@@ -76,7 +77,8 @@ def adapt_model(
 
     Raises:
         InvalidVolumeError: the array is not a CT in HU.
-        InvalidInputError: bad `budget_s`, `strategy`, `steps` or anchor weight, or a scan too small for patches.
+        InvalidInputError: bad `budget_s`, `strategy`, `steps`, anchor weight or step cap, or a scan too small
+            for patches.
         DenoiseCancelled: `cancel()` returned True; `model` is unchanged.
     """
     started = time.monotonic()
@@ -87,9 +89,10 @@ def adapt_model(
     if strength == AUTO_STRENGTH:
         strength = choose_strength(volume, model).strength
     settings = _checked(settings or TrainSettings(), strategy, volume.shape, spacing, budget_s, steps)
+    limit = steps if steps is not None else settings.max_steps
     deadline = started + float(budget_s)
     target = resolve_device(device)
-    report_progress = _progress(progress, started, budget_s, steps)
+    report_progress = _progress(progress, started, budget_s, limit)
 
     noise = estimate_noise_model(volume, (float(spacing[1]), float(spacing[0])))
     split = make_split(volume.shape, settings.patch)
@@ -110,7 +113,7 @@ def adapt_model(
     report_progress(0)
     training_started = time.monotonic()
     taken = fine_tune(trainee, volume, noise, split, settings, target, seed,
-                      deadline - SCORING_MARGIN * scoring_seconds, steps, cancel, report_progress)
+                      deadline - SCORING_MARGIN * scoring_seconds, limit, cancel, report_progress)
     training_seconds = time.monotonic() - training_started
     if cancel is not None and cancel():
         raise DenoiseCancelled(f"Adaptation cancelled after {taken} steps; the original model is unchanged.")
@@ -158,8 +161,9 @@ def _checked(settings: TrainSettings, strategy: str, shape: Sequence[int], spaci
              budget_s: float, steps: Optional[int]) -> TrainSettings:
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not budget_s > 0:
         raise InvalidInputError(f"The adaptation budget must be a positive number of seconds, got {budget_s!r}.")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise InvalidInputError(f"steps must be a positive integer or None, got {steps!r}.")
+    for name, count in (("steps", steps), ("max_steps", settings.max_steps)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise InvalidInputError(f"{name} must be a positive integer or None, got {count!r}.")
     if strategy == "auto":
         strategy = choose_strategy(shape, spacing)
     if strategy not in STRATEGIES:

@@ -2,6 +2,7 @@
 cancel with the original untouched, is reproducible with a seed and keeps to its budget."""
 
 import copy
+import dataclasses
 import math
 import time
 
@@ -233,6 +234,21 @@ def test_the_output_anchor_keeps_the_copy_near_the_original(slab, tiny_net):
     for bad in (-1.0, float("nan"), True):
         with pytest.raises(InvalidInputError, match="anchor_weight"):
             adapt_model(noisy, tiny_net, SPACING, steps=1, settings=TrainSettings(anchor_weight=bad))
+
+
+def test_the_step_cap_ends_training_with_budget_left_and_steps_overrides_it(slab, tiny_net):
+    _, noisy = slab
+    started = time.monotonic()
+    capped = dataclasses.replace(FAST, max_steps=5)
+    _, report = adapt_model(noisy, tiny_net, SPACING, budget_s=600, settings=capped, device="cpu", safeguard=False)
+    assert report.steps == 5 == report.settings["max_steps"]
+    _, report = adapt_model(noisy, tiny_net, SPACING, budget_s=600, steps=7, settings=capped, device="cpu",
+                            safeguard=False)
+    assert report.steps == 7
+    assert time.monotonic() - started < 300, "a capped run must not wait for its budget"
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InvalidInputError, match="max_steps"):
+            adapt_model(noisy, tiny_net, SPACING, settings=dataclasses.replace(FAST, max_steps=bad))
 
 
 @pytest.mark.parametrize("strategy", ["noisier", "adjacent", "sure"])

@@ -1,0 +1,103 @@
+"""How far should "adapt to this scan" train? PSNR of the fine-tuned copy against its step count, on cases that
+are not in the adaptation benchmark's table, so that a step cap can be chosen without looking at it.
+
+    PYTHONPATH=. python training/scripts/adaptation_steps_curve.py [--steps 100 250 600 1500] [--dose 0.25]
+        [--threads 2] [--out training/docs/adaptation] [--name steps-curve]   # writes STEM.json and STEM.md
+
+Cases: the Cranium sample's validation slab (12 slices of 1.5 mm; the training source's validation split, never
+trained on) and two 512^2 torso phantoms from the training generator with seeds outside its training and
+validation ranges (abdomen and chest). Low dose is simulated as in `benchmark_unseen_ct.py` (parallel beam,
+Shepp-Logan, electronic noise: not training's noise model). Each step count is its own run from the original
+model, seed 0, safeguard off, trained and scored at the strength "auto" chooses, so every row's copy is the
+one `adapt_model` would make had its budget stopped it after that many steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchmark_unseen_ct as unseen  # noqa: E402
+from report_files import write_report  # noqa: E402
+
+from TSCDenoiseLib.adaptation import adapt_model  # noqa: E402
+from TSCDenoiseLib.core.checkpoint import load_model  # noqa: E402
+from TSCDenoiseLib.core.inference import denoise_volume  # noqa: E402
+from TSCDenoiseLib.io import read_ct  # noqa: E402
+from TSCDenoiseLib.noise import choose_strength  # noqa: E402
+from TSCDenoiseLib.training.phantom import make_phantom  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+PHANTOM_SEEDS = {"phantom-abdomen": (9001, 0.1), "phantom-chest": (9002, 0.9)}  # (seed, z_start); training uses 100+
+
+
+def curve_cases() -> list[dict]:
+    volume, geometry = read_ct(REPO / "Resources" / "SampleData" / "cranium" / "ndct_validation.nii.gz")
+    cases = [{"name": "head-cranium-validation", "anatomy": "head", "crop": False,
+              "ndct": np.maximum(volume, -1024.0).astype(np.float32), "spacing": tuple(geometry.spacing)}]
+    for name, (seed, z_start) in PHANTOM_SEEDS.items():
+        spacing = (0.8, 0.8, 5.0)
+        ndct = make_phantom((1, 512, 512), "torso", spacing, seed=seed, z_start=z_start)
+        cases.append({"name": name, "anatomy": "body", "crop": False, "ndct": ndct.astype(np.float32),
+                      "spacing": spacing})
+    return cases
+
+
+def curve(case: dict, dose: float, model, steps: list[int]) -> dict:
+    low = unseen.simulate(case, dose)
+    strength = choose_strength(low, model).strength
+    default = unseen.figures(denoise_volume(low, model, device="cpu", strength=strength), case)
+    rows = {"LDCT input": unseen.figures(low, case), "default model at auto strength": dict(default, strength=strength)}
+    for count in steps:
+        started = time.perf_counter()
+        adapted, report = adapt_model(low, model, case["spacing"], budget_s=1e6, seed=0, steps=count, device="cpu",
+                                      safeguard=False, strength=strength)
+        figures = unseen.figures(denoise_volume(low, adapted, device="cpu", strength=strength), case)
+        rows[f"copy after {count} steps"] = dict(figures, steps=report.steps,
+                                                 seconds=round(time.perf_counter() - started, 1),
+                                                 change_db=round(figures["psnr_db"] - default["psnr_db"], 3))
+    return rows
+
+
+def markdown(results: dict, steps: list[int]) -> str:
+    lines = ["| case @ dose | default at auto | " + " | ".join(f"{n} steps" for n in steps) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in steps) + " |"]
+    for key, rows in results.items():
+        default = rows["default model at auto strength"]
+        changes = " | ".join(f"{rows[f'copy after {n} steps']['change_db']:+.2f}" for n in steps)
+        lines.append(f"| {key.replace('@', ' @ ')} | {default['psnr_db']:.2f} ({default['strength']:.2f}) | {changes} |")
+    return "\n".join(lines) + "\n\nChange in PSNR (dB, [-160, 240] HU) of the copy against the default at auto.\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO / "training" / "models" / "model.pt")
+    parser.add_argument("--data", type=Path, default=unseen.DATA, help="folder for the low-dose cache (eval/cache)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[100, 250, 600, 1500])
+    parser.add_argument("--dose", type=float, default=0.25)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "training" / "docs" / "adaptation")
+    parser.add_argument("--name", default="steps-curve")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    unseen.DATA = args.data
+    model = load_model(args.model, device="cpu")
+    results: dict = {}
+    report = {"model": args.model.name, "dose": args.dose, "threads": args.threads, "steps": args.steps,
+              "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
+    for case in curve_cases():
+        key = f"{case['name']}@{args.dose}"
+        results[key] = curve(case, args.dose, model, args.steps)
+        print(key, {m: r.get("change_db") for m, r in results[key].items()}, flush=True)
+        write_report(args.out, args.name, report, markdown(results, args.steps))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
