@@ -56,7 +56,8 @@ def adapt_model(
         seed: the random seed of patches and synthetic noise; the same seed and number of steps give the
             same model (the budget decides the number of steps unless `steps`, or `settings.max_steps`,
             stops it sooner).
-        progress: `progress(done, total)`, total being 1000, as the budget (or `steps`) is used up.
+        progress: `progress(done, total)`, total being 1000, as the budget (or `steps`, or the step cap) is
+            used up.
         cancel: polled before every step; True stops and raises `DenoiseCancelled`.
         strategy: "auto" (r2r), or one of "r2r", "noisier", "adjacent" (slices <= 1.5 mm, 3 or more).
         steps: train exactly this many steps, instead of `settings.max_steps` (still stopped by the budget).
