@@ -122,8 +122,9 @@ class TSCDenoiseParameterNode:
     autoSlabSize, slabSize - axial slices per forward pass: chosen from free memory, or slabSize.
     mixedPrecision - bf16/fp16 autocast on CUDA (ignored on the CPU).
     createDifferenceVolume - also make "<input> - denoised" to see what was removed.
-    adaptToScan, adaptSeconds - first fine-tune a copy of the model on this scan (self-supervised), for up to
-        adaptSeconds; a held-out check keeps the original model when the adapted one is not better.
+    adaptToScan, adaptSeconds - first fine-tune a copy of the model on this scan (self-supervised), for at most
+        adaptSeconds (the fine-tuning stops after 2 steps, so it usually takes seconds); a held-out check keeps
+        the original model when the adapted one is not better.
     autoStrength, strength - how much to denoise: chosen from the scan's noise texture (autoStrength), or
         strength: 1.0 the model's own level; below 1 keeps more texture and noise, above 1 smooths more (it
         scales the noise level a noise-map model such as the default is given).

@@ -105,9 +105,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     _check_budget(args.seconds)
     if not 0 <= args.seed < 2**63:
         raise InvalidInputError(f"--seed must be a non-negative integer, got {args.seed}.")
+    if args.steps is not None and args.steps < 1:
+        raise InvalidInputError(f"--steps must be a positive integer, got {args.steps}.")
     with _progress_bar("adapting", quiet=args.json, unit="‰") as progress:
         path, report = adapt_file(args.input, args.out, args.model, budget_s=args.seconds, seed=args.seed,
-                                  device=args.device, overwrite=args.overwrite, progress=progress, notify=_say)
+                                  device=args.device, overwrite=args.overwrite, progress=progress, notify=_say,
+                                  steps=args.steps)
     if args.json:
         print(json.dumps({"input": args.input, "output": str(path), "adaptation": report.as_metadata()}, indent=2))
     else:
@@ -392,7 +395,8 @@ def _add_denoise(commands) -> None:
                          help="first fine-tune a copy of the model on this scan (self-supervised, no reference needed); "
                               "a held-out check keeps the original model if the adapted one is not better")
     denoise.add_argument("--adapt-seconds", type=float, default=300.0, metavar="N",
-                         help="time budget of --adapt in seconds (default 300)")
+                         help="time ceiling of --adapt in seconds (default 300); the fine-tuning itself stops after "
+                              "2 steps, so it usually ends in seconds")
     denoise.add_argument("--save-adapted", metavar="PATH",
                          help="with --adapt: also save the model used as a checkpoint (.pt), e.g. for the rest of a series")
     denoise.add_argument("--resample", action="store_true",
@@ -452,7 +456,11 @@ def _add_adapt(commands) -> None:
     adapt.add_argument("input", help=f"the low-dose CT to adapt to: {CT_PATHS}")
     adapt.add_argument("--out", required=True, help="the adapted checkpoint to write (.pt)")
     adapt.add_argument("--model", help="checkpoint to start from (default: the bundled default model)")
-    adapt.add_argument("--seconds", type=float, default=300.0, help="time budget in seconds (default 300)")
+    adapt.add_argument("--seconds", type=float, default=300.0,
+                       help="time ceiling in seconds (default 300); training stops sooner at --steps")
+    adapt.add_argument("--steps", type=int, metavar="N",
+                       help="fine-tuning steps (default 2, chosen by measurement; more train the copy further "
+                            "into the scan's own noise: training/docs/adaptation, 'How far to train')")
     adapt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     adapt.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda, cuda:N or mps")
     adapt.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

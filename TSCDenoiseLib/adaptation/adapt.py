@@ -52,10 +52,10 @@ def adapt_model(
         model: the denoiser (an `nn.Module` mapping normalized (N, 1, H, W) slices to the same shape, with
             `hu_window`); its weights are never changed: a deep copy is trained.
         spacing: voxel spacing (x, y, z) in mm, as `io.read_ct`'s geometry gives it.
-        budget_s: wall-clock budget for everything (noise estimate, training, the safeguard's scoring).
+        budget_s: wall-clock ceiling for everything (noise estimate, training, the safeguard's scoring);
+            training ends at `settings.max_steps` (2 by default) or `steps` if the budget lasts that long.
         seed: the random seed of patches and synthetic noise; the same seed and number of steps give the
-            same model (the budget decides the number of steps unless `steps`, or `settings.max_steps`,
-            stops it sooner).
+            same model.
         progress: `progress(done, total)`, total being 1000, as the budget (or `steps`, or the step cap) is
             used up.
         cancel: polled before every step; True stops and raises `DenoiseCancelled`.

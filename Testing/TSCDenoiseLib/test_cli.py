@@ -190,11 +190,12 @@ def test_adapt_writes_a_checkpoint_that_says_what_it_was_adapted_on(tmp_path, ti
 
     path, volume, _ = sample_ldct
     out = tmp_path / "adapted.pt"
-    argv = ["adapt", str(path), "--out", str(out), "--model", str(tiny_checkpoint), "--seconds", "4", "--device",
-            "cpu", "--json"]
+    argv = ["adapt", str(path), "--out", str(out), "--model", str(tiny_checkpoint), "--seconds", "60", "--steps", "3",
+            "--device", "cpu", "--json"]
     assert main(argv) == EXIT_OK
     result = json.loads(capsys.readouterr().out)
     assert result["output"] == str(out) and result["adaptation"]["used"] in ("adapted", "original")
+    assert result["adaptation"]["steps"] == 3
     assert result["adaptation"]["seconds"] > 0  # the budget itself is tested on the engine, without file I/O
     entry = load_model(out, device="cpu").checkpoint_metadata["adaptation"]
     assert entry["adapted"] is True and entry["source_model"] == "tiny.pt"
@@ -238,6 +239,9 @@ def test_denoise_adapt_options_are_checked_first(tmp_path, tiny_checkpoint, samp
 
 def test_adapt_refuses_a_missing_input_and_an_output_over_the_input(tmp_path, tiny_checkpoint, sample_ldct, capsys):
     path, _, _ = sample_ldct
+    assert main(["adapt", str(path), "--out", str(tmp_path / "m.pt"), "--model", str(tiny_checkpoint),
+                 "--steps", "0"]) == EXIT_USAGE
+    assert "--steps" in _one_error_line(capsys, "adapt")
     assert main(["adapt", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "m.pt"),
                  "--model", str(tiny_checkpoint)]) == EXIT_USAGE
     _one_error_line(capsys, "adapt")

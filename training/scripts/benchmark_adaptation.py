@@ -195,10 +195,13 @@ def main() -> int:
                              "final pass) instead of 1.0")
     parser.add_argument("--anchor-weight", type=float, default=0.0,
                         help="TrainSettings.anchor_weight: pull the copy's output towards the original's (0 = off)")
+    parser.add_argument("--max-steps", type=int, default=TrainSettings.max_steps,
+                        help="TrainSettings.max_steps: stop each copy after this many steps (0 = no cap; default: "
+                             "the product's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the budgets' figures so far)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = TrainSettings(anchor_weight=args.anchor_weight)
+    settings = TrainSettings(anchor_weight=args.anchor_weight, max_steps=args.max_steps or None)
     unseen.DATA = args.data
     model = load_model(args.model, device="cpu")
     steps_from = json.loads(args.steps_from.read_text())["results"] if args.steps_from else None
@@ -210,6 +213,7 @@ def main() -> int:
     results: dict = {}
     report = {"model": str(args.model.name), "budget_s": args.budget, "threads": args.threads, "doses": args.doses,
               "trained_at": "auto" if args.train_at_auto else 1.0, "anchor_weight": args.anchor_weight,
+              "max_steps": settings.max_steps,
               "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
     if steps_from is not None:  # the budget did not decide the steps; an earlier report did
         report.update(steps_from=args.steps_from.name, safeguard_before=args.before)

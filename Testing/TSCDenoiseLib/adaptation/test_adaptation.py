@@ -118,7 +118,8 @@ def test_budget_is_respected_and_progress_reported(slab, tiny_net):
     _, noisy = slab
     seen = []
     started = time.monotonic()
-    _, report = adapt_model(noisy, tiny_net, SPACING, budget_s=3.0, settings=FAST, device="cpu",
+    uncapped = dataclasses.replace(FAST, max_steps=None)
+    _, report = adapt_model(noisy, tiny_net, SPACING, budget_s=3.0, settings=uncapped, device="cpu",
                             progress=lambda done, total: seen.append((done, total)))
     elapsed = time.monotonic() - started
     assert report.steps > 0
@@ -239,6 +240,8 @@ def test_the_output_anchor_keeps_the_copy_near_the_original(slab, tiny_net):
 def test_the_step_cap_ends_training_with_budget_left_and_steps_overrides_it(slab, tiny_net):
     _, noisy = slab
     started = time.monotonic()
+    _, report = adapt_model(noisy, tiny_net, SPACING, budget_s=600, device="cpu")  # the product's settings
+    assert report.steps == TrainSettings().max_steps == report.settings["max_steps"] > 0
     capped = dataclasses.replace(FAST, max_steps=5)
     _, report = adapt_model(noisy, tiny_net, SPACING, budget_s=600, settings=capped, device="cpu", safeguard=False)
     assert report.steps == 5 == report.settings["max_steps"]
