@@ -104,7 +104,7 @@ def judge(safeguard: types.ModuleType, low: np.ndarray, model, adapted, spacing,
 
 def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool, steps_from: dict | None = None,
              before: types.ModuleType | None = None, before_name: str = "", train_at_auto: bool = False,
-             settings: TrainSettings | None = None) -> dict:
+             settings: TrainSettings | None = None, seed: int = 0) -> dict:
     low = unseen.simulate(case, dose)
     rows = {"LDCT input": unseen.figures(low, case)}
     cache = unseen.DATA / "eval" / "cache" / f"{case['name']}@{dose}.npz"
@@ -127,7 +127,7 @@ def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bo
                 continue
             steps = int(earlier["steps"])
         started = time.perf_counter()
-        adapted, report = adapt_model(low, model, case["spacing"], budget_s=budget if steps is None else 1e6, seed=0,
+        adapted, report = adapt_model(low, model, case["spacing"], budget_s=budget if steps is None else 1e6, seed=seed,
                                       strategy=strategy, steps=steps, device="cpu", safeguard=False,
                                       strength=automatic if train_at_auto else 1.0, settings=settings)
         image = denoise_volume(low, adapted, device="cpu", strength=1.0)
@@ -144,7 +144,7 @@ def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bo
         rows[f"{strategy} returned"] = dict(candidate if report.verdict == "adapted" else rows["default model"],
                                             verdict=report.verdict)
         if before is not None:
-            old = judge(before, low, model, adapted, case["spacing"], strategy)
+            old = judge(before, low, model, adapted, case["spacing"], strategy, seed)
             rows[f"{strategy} safeguard@{before_name} returned"] = dict(
                 candidate if old["verdict"] == "adapted" else rows["default model"], **old)
     return rows
@@ -199,6 +199,7 @@ def main() -> int:
                         help="TrainSettings.max_steps: stop each copy after this many steps (0 = no cap; default: "
                              "the product's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the budgets' figures so far)")
+    parser.add_argument("--seed", type=int, default=0, help="adapt_model's seed (patches, synthetic noise, probes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = TrainSettings(anchor_weight=args.anchor_weight, max_steps=args.max_steps or None)
@@ -213,7 +214,7 @@ def main() -> int:
     results: dict = {}
     report = {"model": str(args.model.name), "budget_s": args.budget, "threads": args.threads, "doses": args.doses,
               "trained_at": "auto" if args.train_at_auto else 1.0, "anchor_weight": args.anchor_weight,
-              "max_steps": settings.max_steps,
+              "max_steps": settings.max_steps, "seed": args.seed,
               "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
     if steps_from is not None:  # the budget did not decide the steps; an earlier report did
         report.update(steps_from=args.steps_from.name, safeguard_before=args.before)
@@ -224,13 +225,13 @@ def main() -> int:
             if steps_from is not None and key not in steps_from:
                 continue
             results[key] = rows_for(case, dose, model, args.strategies, args.budget, args.bm3d, steps_from, before,
-                                    args.before or "", args.train_at_auto, settings)
+                                    args.before or "", args.train_at_auto, settings, args.seed)
             print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
             write_report(args.out, args.name, report, markdown(results))
     if slab is not None:
         key = f"{slab['name']}@{args.doses[0]}"
         results[key] = rows_for(slab, args.doses[0], model, ["r2r"], args.slab_budget, False,
-                                train_at_auto=args.train_at_auto, settings=settings)
+                                train_at_auto=args.train_at_auto, settings=settings, seed=args.seed)
         print(key, {m: r["psnr_db"] for m, r in results[key].items()}, flush=True)
         write_report(args.out, args.name, report, markdown(results))
     return 0
