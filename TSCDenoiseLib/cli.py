@@ -286,8 +286,11 @@ def _print_table(report: dict) -> None:
 
 
 def _say(message: str) -> None:
-    """Progress information: stderr, so that --json keeps stdout machine-readable."""
-    print(message, file=sys.stderr)
+    """Progress information: stderr, so that --json keeps stdout machine-readable; on a line of its own
+    even while a progress bar is open."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def _slab_size(text: str):
@@ -299,7 +302,8 @@ def _slab_size(text: str):
 
 
 class _progress_bar:
-    """tqdm bar over slices, fed by denoise_volume's progress(done, total) hook."""
+    """tqdm bar over slices, fed by denoise_volume's progress(done, total) hook; closed when done reaches
+    total, so that what follows (the adaptation's summary, the next bar) starts on its own line."""
 
     def __init__(self, description: str, quiet: bool = False, unit: str = "slice") -> None:
         self.description = description
@@ -315,6 +319,9 @@ class _progress_bar:
                 self.bar = tqdm(total=total, desc=self.description, unit=self.unit, file=sys.stderr,
                                 disable=self.quiet)
             self.bar.update(done - self.bar.n)
+            if done >= total:
+                self.bar.close()
+                self.bar = None
 
         return update
 

@@ -216,7 +216,8 @@ def test_denoise_with_adapt_saves_the_model_used(tmp_path, tiny_checkpoint, samp
                  "--save-adapted", str(saved), "--device", "cpu", "--json"]) == EXIT_OK
     captured = capsys.readouterr()
     result = json.loads(captured.out)
-    assert "Adaptation (r2r" in captured.err  # the log line: what the held-out criterion gained, which model
+    # the log line (what the held-out criterion gained, which model) on a line of its own, not after the bar
+    assert any(line.startswith("Adaptation (r2r") for line in captured.err.replace("\r", "\n").splitlines())
     # How many steps fit in 4 s depends on the machine's load (none when it is starved); the door is under test
     assert result["adaptation"]["steps"] >= 0 and result["saved_adapted"] == str(saved)
     assert read_ct(out)[0].shape == volume.shape
@@ -302,3 +303,18 @@ def test_denoise_help_explains_the_strength(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--strength S" in text and "below 1 keeps more texture/noise, above 1 smooths more" in text
     assert "'auto' (default: chosen from the scan's noise texture, printed)" in text
+
+
+def test_a_message_after_a_finished_or_open_progress_bar_starts_its_own_line(capsys):
+    from TSCDenoiseLib.cli import _progress_bar, _say
+
+    with _progress_bar("adapting", unit="‰") as adapting, _progress_bar("denoising") as denoising:
+        adapting(500, 1000)
+        adapting(1000, 1000)  # finished: what follows must not continue the bar's line
+        _say("Adaptation (r2r, 2 steps): summary")
+        denoising(1, 4)  # still open
+        _say("a notice during the run")
+        denoising(4, 4)
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert "Adaptation (r2r, 2 steps): summary" in lines
+    assert "a notice during the run" in lines
