@@ -18,6 +18,8 @@ from .pairs import Split, make_pair, sample_positions
 from .tensors import masked_mse, network_input, network_target, tissue_weights, window_of
 
 SURE_PROBE_SCALE = 0.05  # the divergence's finite-difference step, as a fraction of the local noise
+MICRO_BATCH = 4  # patches per forward and backward pass: a larger batch accumulates their gradients, so
+# its memory stays that of 4 patches (batch 32 in one pass took 3.4x the peak memory of denoising 4 x 512^2)
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class TrainSettings:
 
     strategy: str = "r2r"
     patch: int = 64
-    batch: int = 4
+    # 32 patches make the few steps' direction the scan's, not the draw's: at 2 steps the copies' mean over
+    # the curve cases was +0.31 dB with either seed, against +0.31 / +0.13 with 4 ("Batch of the two steps")
+    batch: int = 32
     learning_rate: float = 5e-5
     alpha: float = 0.5  # r2r's recorruption strength (input noise x sqrt(1 + a^2))
     # > 0 adds anchor_weight x the squared difference between the copy's and the original's outputs on the
@@ -77,21 +81,31 @@ def fine_tune(model: nn.Module, volume_hu: np.ndarray, noise: ScanNoiseModel, sp
         targets = torch.stack([p[1] for p in pairs]).to(device)
         scans = torch.stack([torch.from_numpy(np.asarray(volume_hu[z, y:y + settings.patch, x:x + settings.patch],
                                                          dtype=np.float32)) for z, y, x in positions]).to(device)
-        if settings.strategy == "sure":
-            loss = _sure_loss(model, inputs, targets, noise, positions, settings.patch, window)
-        else:
-            prediction = model(network_input(inputs, window))
-            loss = masked_mse(prediction.float(), network_target(targets, window), tissue_weights(scans)).mean()
-        if anchor is not None:
-            loss = loss + settings.anchor_weight * _anchor_loss(model, anchor, scans, window)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for start in range(0, len(positions), MICRO_BATCH):
+            part = slice(start, start + MICRO_BATCH)
+            loss = _loss(model, anchor, settings, inputs[part], targets[part], scans[part], noise,
+                         positions[part], window)
+            (loss * (len(positions[part]) / len(positions))).backward()  # the batch mean, accumulated
         optimizer.step()
         steps += 1
         on_step(steps)
     for parameter in parameters:
         parameter.requires_grad_(False)
     return steps
+
+
+def _loss(model: nn.Module, anchor: Optional[nn.Module], settings: TrainSettings, inputs: torch.Tensor,
+          targets: torch.Tensor, scans: torch.Tensor, noise: ScanNoiseModel, positions, window) -> torch.Tensor:
+    """The strategy's loss (plus the anchor's), averaged over these patches."""
+    if settings.strategy == "sure":
+        loss = _sure_loss(model, inputs, targets, noise, positions, settings.patch, window)
+    else:
+        prediction = model(network_input(inputs, window))
+        loss = masked_mse(prediction.float(), network_target(targets, window), tissue_weights(scans)).mean()
+    if anchor is not None:
+        loss = loss + settings.anchor_weight * _anchor_loss(model, anchor, scans, window)
+    return loss
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:

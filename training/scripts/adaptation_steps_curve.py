@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_unseen_ct as unseen  # noqa: E402
 from report_files import write_report  # noqa: E402
 
-from TSCDenoiseLib.adaptation import adapt_model  # noqa: E402
+from TSCDenoiseLib.adaptation import TrainSettings, adapt_model  # noqa: E402
 from TSCDenoiseLib.core.checkpoint import load_model  # noqa: E402
 from TSCDenoiseLib.core.inference import denoise_volume  # noqa: E402
 from TSCDenoiseLib.io import read_ct  # noqa: E402
@@ -61,15 +61,16 @@ def curve_cases(head_phantom: bool = False) -> list[dict]:
     return cases
 
 
-def curve(case: dict, dose: float, model, steps: list[int]) -> dict:
+def curve(case: dict, dose: float, model, steps: list[int], seed: int = 0,
+          settings: TrainSettings | None = None) -> dict:
     low = unseen.simulate(case, dose)
     strength = choose_strength(low, model).strength
     default = unseen.figures(denoise_volume(low, model, device="cpu", strength=strength), case)
     rows = {"LDCT input": unseen.figures(low, case), "default model at auto strength": dict(default, strength=strength)}
     for count in steps:
         started = time.perf_counter()
-        adapted, report = adapt_model(low, model, case["spacing"], budget_s=1e6, seed=0, steps=count, device="cpu",
-                                      safeguard=False, strength=strength)
+        adapted, report = adapt_model(low, model, case["spacing"], budget_s=1e6, seed=seed, steps=count, device="cpu",
+                                      safeguard=False, strength=strength, settings=settings)
         figures = unseen.figures(denoise_volume(low, adapted, device="cpu", strength=strength), case)
         change = round(figures["psnr_db"] - default["psnr_db"], 3)
         rows[f"copy after {count} steps"] = dict(
@@ -134,6 +135,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 250, 600, 1500])
     parser.add_argument("--doses", type=float, nargs="+", default=[0.25])
     parser.add_argument("--head-phantom", action="store_true", help="add a 512^2 head phantom (seed 9003)")
+    parser.add_argument("--seed", type=int, default=0, help="adapt_model's seed")
+    parser.add_argument("--batch", type=int, default=TrainSettings.batch, help="TrainSettings.batch (patches per step)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "training" / "docs" / "adaptation")
     parser.add_argument("--name", default="steps-curve")
@@ -142,12 +145,14 @@ def main() -> int:
     unseen.DATA = args.data
     model = load_model(args.model, device="cpu")
     results: dict = {}
-    report = {"model": args.model.name, "doses": args.doses, "threads": args.threads, "steps": args.steps,
+    settings = TrainSettings(batch=args.batch)
+    report = {"model": args.model.name, "doses": args.doses, "seed": args.seed, "batch": args.batch,
+              "threads": args.threads, "steps": args.steps,
               "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
     for dose in args.doses:
         for case in curve_cases(args.head_phantom):
             key = f"{case['name']}@{dose}"
-            results[key] = curve(case, dose, model, args.steps)
+            results[key] = curve(case, dose, model, args.steps, args.seed, settings)
             print(key, {m: (r.get("change_db"), r.get("verdict")) for m, r in results[key].items()}, flush=True)
             report["chosen_cap"] = choose_cap(results, args.steps)
             write_report(args.out, args.name, report, markdown(results, args.steps))

@@ -200,9 +200,10 @@ def main() -> int:
                              "the product's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the budgets' figures so far)")
     parser.add_argument("--seed", type=int, default=0, help="adapt_model's seed (patches, synthetic noise, probes)")
+    parser.add_argument("--batch", type=int, default=TrainSettings.batch, help="TrainSettings.batch (patches per step)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = TrainSettings(anchor_weight=args.anchor_weight, max_steps=args.max_steps or None)
+    settings = TrainSettings(anchor_weight=args.anchor_weight, max_steps=args.max_steps or None, batch=args.batch)
     unseen.DATA = args.data
     model = load_model(args.model, device="cpu")
     steps_from = json.loads(args.steps_from.read_text())["results"] if args.steps_from else None
@@ -215,6 +216,7 @@ def main() -> int:
     report = {"model": str(args.model.name), "budget_s": args.budget, "threads": args.threads, "doses": args.doses,
               "trained_at": "auto" if args.train_at_auto else 1.0, "anchor_weight": args.anchor_weight,
               "max_steps": settings.max_steps, "seed": args.seed,
+              "batch": settings.batch,
               "noise_model": {k: str(v) for k, v in unseen.EVAL_NOISE.items()}, "results": results}
     if steps_from is not None:  # the budget did not decide the steps; an earlier report did
         report.update(steps_from=args.steps_from.name, safeguard_before=args.before)

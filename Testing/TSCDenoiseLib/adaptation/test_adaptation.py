@@ -175,6 +175,26 @@ def test_fine_tune_stops_at_the_deadline_on_its_clock(slab, tiny_net):
                      max_steps=2, cancel=None, on_step=lambda step: None, clock=_FakeClock(1.0)) == 2
 
 
+def test_a_batch_in_micro_batches_takes_the_step_of_one_pass(slab, tiny_net, monkeypatch):
+    from TSCDenoiseLib.adaptation import finetune
+
+    _, noisy = slab
+    noise, split = _fine_tune_inputs(noisy)
+    # plain SGD: the step is the gradient itself, so a wrongly weighted micro-batch shows (Adam would hide a scale)
+    monkeypatch.setattr(finetune.torch.optim, "Adam", torch.optim.SGD)
+    settings = dataclasses.replace(FAST, batch=8, anchor_weight=0.5)
+    trained = []
+    for micro in (8, 3):  # one pass; three uneven ones (3 + 3 + 2)
+        monkeypatch.setattr(finetune, "MICRO_BATCH", micro)
+        model = copy.deepcopy(tiny_net)
+        finetune.fine_tune(model, noisy, noise, split, settings, torch.device("cpu"), 0, deadline=float("inf"),
+                           max_steps=2, cancel=None, on_step=lambda step: None)
+        trained.append(_weights(model))
+    assert not _same(trained[0], _weights(tiny_net))
+    for name in trained[0]:
+        torch.testing.assert_close(trained[1][name], trained[0][name], rtol=1e-5, atol=1e-6)
+
+
 def test_fine_tune_cancel_and_progress_on_a_fake_clock(slab, tiny_net):
     from TSCDenoiseLib.adaptation.adapt import PROGRESS_TOTAL, _progress
     from TSCDenoiseLib.adaptation.finetune import fine_tune
