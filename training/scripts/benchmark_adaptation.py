@@ -4,9 +4,13 @@ kernel than training, against the unadapted model and tuned BM3D.
     PYTHONPATH=. python training/scripts/benchmark_adaptation.py [--data /path/to/training/data]
         [--doses 0.1 0.25] [--strategies r2r noisier sure adjacent] [--budget 90] [--cases NAME ...]
         [--out training/docs/adaptation]     # writes adaptation.json and adaptation.md
-        [--steps-from training/docs/adaptation/adaptation.json]  # each row's step count from an earlier run
+        [--steps-from training/docs/adaptation/adaptation.json.gz]  # each row's step count from an earlier run
         [--before REV] [--name STEM]          # also judge each copy with the safeguard at git REV; STEM.json/.md
         [--train-at-auto] [--anchor-weight W] # train at the final pass's strength; the output anchor's weight
+        [--max-steps N] [--batch B] [--seed S] [--threads T]  # TrainSettings and adapt_model's seed
+
+The reports committed under training/docs/adaptation are gzipped (`gzip -9 -n STEM.json`) to keep the
+repository within the Extensions Index's size limit; `--steps-from` reads either form.
 
 Cases, low-dose simulation (parallel beam, Shepp-Logan filter, electronic noise: not training's fan beam),
 BM3D tuning (its cached results) and the figures come from `benchmark_unseen_ct.py`; one more case is the
@@ -24,6 +28,7 @@ does not stop it), and `--before REV` judges each copy also with `safeguard.py` 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import subprocess
@@ -100,6 +105,12 @@ def judge(safeguard: types.ModuleType, low: np.ndarray, model, adapted, spacing,
             "adapted_risk": round(verdict.adapted_risk, 2), "standard_error": round(verdict.standard_error, 2),
             "conservative_gain": round(verdict.conservative_gain, 2),
             "conservative_standard_error": round(conservative_error, 2)}
+
+
+def read_report(path: Path) -> dict:
+    """A report this script wrote, as .json or gzipped (.json.gz)."""
+    data = path.read_bytes()
+    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
 
 
 def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool, steps_from: dict | None = None,
@@ -206,7 +217,7 @@ def main() -> int:
     settings = TrainSettings(anchor_weight=args.anchor_weight, max_steps=args.max_steps or None, batch=args.batch)
     unseen.DATA = args.data
     model = load_model(args.model, device="cpu")
-    steps_from = json.loads(args.steps_from.read_text())["results"] if args.steps_from else None
+    steps_from = read_report(args.steps_from)["results"] if args.steps_from else None
     before = safeguard_at(args.before) if args.before else None
     cases = unseen.cases() + [cranium_slab()]
     slab = mixed_slab(cases) if args.slab_budget > 0 else None
