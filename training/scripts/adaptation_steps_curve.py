@@ -38,8 +38,9 @@ from TSCDenoiseLib.noise import choose_strength  # noqa: E402
 from TSCDenoiseLib.training.phantom import make_phantom  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-PHANTOM_SEEDS = {"phantom-abdomen": (9001, 0.1), "phantom-chest": (9002, 0.9)}  # (seed, z_start); training uses 100+
-HEAD_PHANTOM_SEED = (9003, 0.5)
+# name: (kind, seed, z_start, pixel mm); the training generator's seeds are 100 and up
+PHANTOMS = {"phantom-abdomen": ("torso", 9001, 0.1, 0.8), "phantom-chest": ("torso", 9002, 0.9, 0.8),
+            "phantom-head": ("head", 9003, 0.5, 0.5)}
 TIE_DB = 0.01  # mean returned changes this close count as equal
 
 
@@ -47,17 +48,13 @@ def curve_cases(head_phantom: bool = False) -> list[dict]:
     volume, geometry = read_ct(REPO / "Resources" / "SampleData" / "cranium" / "ndct_validation.nii.gz")
     cases = [{"name": "head-cranium-validation", "anatomy": "head", "crop": False,
               "ndct": np.maximum(volume, -1024.0).astype(np.float32), "spacing": tuple(geometry.spacing)}]
-    for name, (seed, z_start) in PHANTOM_SEEDS.items():
-        spacing = (0.8, 0.8, 5.0)
-        ndct = make_phantom((1, 512, 512), "torso", spacing, seed=seed, z_start=z_start)
-        cases.append({"name": name, "anatomy": "body", "crop": False, "ndct": ndct.astype(np.float32),
-                      "spacing": spacing})
-    if head_phantom:
-        seed, z_start = HEAD_PHANTOM_SEED
-        spacing = (0.5, 0.5, 5.0)
-        ndct = make_phantom((1, 512, 512), "head", spacing, seed=seed, z_start=z_start)
-        cases.append({"name": "phantom-head", "anatomy": "head", "crop": False, "ndct": ndct.astype(np.float32),
-                      "spacing": spacing})
+    for name, (kind, seed, z_start, pixel) in PHANTOMS.items():
+        if kind == "head" and not head_phantom:
+            continue
+        spacing = (pixel, pixel, 5.0)
+        ndct = make_phantom((1, 512, 512), kind, spacing, seed=seed, z_start=z_start)
+        cases.append({"name": name, "anatomy": "body" if kind == "torso" else "head", "crop": False,
+                      "ndct": ndct.astype(np.float32), "spacing": spacing})
     return cases
 
 
@@ -107,23 +104,19 @@ def markdown(results: dict, steps: list[int]) -> str:
         default = rows["default model at auto strength"]
         changes = " | ".join(_cell(rows[f"copy after {n} steps"]) for n in steps)
         lines.append(f"| {key.replace('@', ' @ ')} | {default['psnr_db']:.2f} ({default['strength']:.2f}) | {changes} |")
-    text = "\n".join(lines) + "\n\nChange in PSNR (dB, [-160, 240] HU) of the copy against the default at auto"
-    if not all("verdict" in rows[f"copy after {n} steps"] for rows in results.values() for n in steps):
-        return text + ".\n"
     cap = choose_cap(results, steps)
-    lines = [text + "; in brackets the safeguard's verdict (kept / rejected) and its estimated held-out gain.", "",
-             "| mean over the rows | " + " | ".join(f"{n} steps" for n in steps) + " |",
-             "| --- | " + " | ".join("---:" for _ in steps) + " |",
-             "| copy | " + " | ".join(f"{cap['mean_copy_db'][n]:+.3f}" for n in steps) + " |",
-             "| returned (safeguard on) | " + " | ".join(f"{cap['mean_returned_db'][n]:+.3f}" for n in steps) + " |",
-             "", f"Chosen by `choose_cap` (best mean returned, ties within {TIE_DB} dB to the best mean copy): "
-             f"**{cap['steps']} steps**."]
+    lines += ["", "Change in PSNR (dB, [-160, 240] HU) of the copy against the default at auto; in brackets the "
+              "safeguard's verdict (kept / rejected) and its estimated held-out gain.", "",
+              "| mean over the rows | " + " | ".join(f"{n} steps" for n in steps) + " |",
+              "| --- | " + " | ".join("---:" for _ in steps) + " |",
+              "| copy | " + " | ".join(f"{cap['mean_copy_db'][n]:+.3f}" for n in steps) + " |",
+              "| returned (safeguard on) | " + " | ".join(f"{cap['mean_returned_db'][n]:+.3f}" for n in steps) + " |",
+              "", f"Chosen by `choose_cap` (best mean returned, ties within {TIE_DB} dB to the best mean copy): "
+              f"**{cap['steps']} steps**."]
     return "\n".join(lines) + "\n"
 
 
 def _cell(row: dict) -> str:
-    if "verdict" not in row:
-        return f"{row['change_db']:+.2f}"
     verdict = "kept" if row["verdict"] == "adapted" else "rejected"
     return f"{row['change_db']:+.2f} ({verdict}, {row['estimated_gain_db']:+.2f})"
 

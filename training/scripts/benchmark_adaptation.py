@@ -28,8 +28,6 @@ does not stop it), and `--before REV` judges each copy also with `safeguard.py` 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import math
 import subprocess
 import sys
@@ -42,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_unseen_ct as unseen  # noqa: E402
-from report_files import write_report  # noqa: E402
+from report_files import read_report, write_report  # noqa: E402
 
 from TSCDenoiseLib.adaptation import adapt_model  # noqa: E402
 from TSCDenoiseLib.adaptation.adapt import THIN_SLICE_MM, _checked  # noqa: E402
@@ -105,12 +103,6 @@ def judge(safeguard: types.ModuleType, low: np.ndarray, model, adapted, spacing,
             "adapted_risk": round(verdict.adapted_risk, 2), "standard_error": round(verdict.standard_error, 2),
             "conservative_gain": round(verdict.conservative_gain, 2),
             "conservative_standard_error": round(conservative_error, 2)}
-
-
-def read_report(path: Path) -> dict:
-    """A report this script wrote, as .json or gzipped (.json.gz)."""
-    data = path.read_bytes()
-    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
 
 
 def rows_for(case: dict, dose: float, model, strategies, budget: float, bm3d: bool, steps_from: dict | None = None,
